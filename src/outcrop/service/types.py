@@ -1,0 +1,123 @@
+"""Neutral request and result objects shared by every wire dialect.
+
+The API layer and the model-family dialects translate *to* these; the service layer and
+the engines only ever see these. Plain dataclasses: they are built once per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["user", "assistant"]
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+
+
+@dataclass
+class ToolCall:
+    """A tool invocation produced by the assistant."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass
+class ToolResult:
+    """The caller's answer to a ToolCall. ``content`` is text (JSON results serialized)."""
+
+    tool_use_id: str
+    content: str
+    status: Literal["success", "error"] | None = None
+
+
+@dataclass
+class Message:
+    role: Role
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_results: list[ToolResult] = field(default_factory=list)
+
+
+@dataclass
+class ToolSpec:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass
+class ToolChoice:
+    """``auto`` lets the model decide, ``any`` forces some tool, ``tool`` forces ``name``."""
+
+    mode: Literal["auto", "any", "tool", "none"] = "auto"
+    name: str | None = None
+
+
+@dataclass
+class SamplingParams:
+    """Decoding controls. ``None`` means "the model's default"."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChatRequest:
+    """One generation request, whatever wire format it arrived in.
+
+    Either ``messages`` (to be rendered with the model's chat template) or ``prompt``
+    (raw text continued as is, for completion-style bodies that carry no chat structure)
+    is set.
+    """
+
+    messages: list[Message] = field(default_factory=list)
+    system: str | None = None
+    prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass
+class ChatResult:
+    """A finished generation."""
+
+    text: str
+    stop_reason: StopReason
+    usage: Usage
+    stop_sequence: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    latency_ms: int = 0
+    first_token_ms: int = 0
+
+
+@dataclass
+class TextDelta:
+    """A piece of streamed text (never splits a UTF-8 character)."""
+
+    text: str
+
+
+@dataclass
+class StreamEnd:
+    """The last event of a stream; carries the same totals a ChatResult would."""
+
+    result: ChatResult
+
+
+StreamEvent = TextDelta | StreamEnd
