@@ -1,0 +1,122 @@
+"""The ASGI application: one port for bedrock-runtime and the bedrock control plane.
+
+Per request: read the body, authenticate (SigV4 or bearer), route on the raw path,
+run the handler. Every OutcropError becomes Bedrock's error shape here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from outcrop.api.auth import Authenticator, Principal
+from outcrop.api.responses import error_response, json_response, new_request_id
+from outcrop.api.routing import Router
+from outcrop.errors import (
+    InternalServerError,
+    OutcropError,
+    UnknownOperationError,
+    ValidationError,
+)
+
+log = logging.getLogger("outcrop.api")
+
+MAX_BODY_BYTES = 25_000_000 + 1_000_000  # InvokeModel's documented body limit, plus framing
+
+
+@dataclass
+class Call:
+    """One authenticated request, as handlers see it."""
+
+    request: Request
+    labels: dict[str, str]
+    body: bytes
+    request_id: str
+    principal: Principal
+
+    def json(self) -> dict[str, Any]:
+        import json
+
+        if not self.body:
+            return {}
+        try:
+            value = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"Malformed input request: the body is not valid JSON ({exc}).") from exc
+        if not isinstance(value, dict):
+            raise ValidationError("Malformed input request: the body must be a JSON object.")
+        return value
+
+    def query(self, name: str) -> str | None:
+        return self.request.query_params.get(name)
+
+
+class OutcropApp:
+    def __init__(self, router: Router, authenticator: Authenticator) -> None:
+        self.router = router
+        self.authenticator = authenticator
+        self.on_shutdown: list[Callable[[], Awaitable[None] | None]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = await self._handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request) -> Response:
+        request_id = new_request_id()
+        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.scope["path"]
+        method = request.method
+        if raw_path in ("/health", "/ping") and method in ("GET", "HEAD"):
+            return json_response({"status": "ok"}, request_id)
+        try:
+            body = await _read_body(request)
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+            query = request.scope.get("query_string", b"").decode("latin-1")
+            principal = self.authenticator.authenticate(method, raw_path, query, headers, body)
+            found = self.router.match(method, raw_path)
+            if not found:
+                raise UnknownOperationError(f"No operation matches {method} {raw_path}.")
+            route, labels = found
+            call = Call(request, labels, body, request_id, principal)
+            return await route.handler(call)
+        except OutcropError as exc:
+            return error_response(exc, request_id)
+        except Exception:
+            log.exception("unhandled error in %s %s", method, raw_path)
+            return error_response(
+                InternalServerError("The server encountered an internal error."), request_id
+            )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for hook in self.on_shutdown:
+                    result = hook()
+                    if result is not None:
+                        await result
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ValidationError("The request body is larger than the 25,000,000-byte limit.")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,338 @@
+"""``outcrop`` command line: serve, models list/pull/rm/show, credentials."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _err(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(message)}"
+    )
+
+
+def _settings(args: argparse.Namespace, **extra: Any):
+    """Build Settings from the CLI flags that were given (None = not given)."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    from outcrop.settings import Settings
+
+    kwargs = {k: v for k, v in extra.items() if v is not None}
+    if getattr(args, "data_dir", None) is not None:
+        kwargs["data_dir"] = args.data_dir
+    if getattr(args, "config", None) is not None:
+        kwargs["config_file"] = args.config
+    try:
+        return Settings(**kwargs)
+    except PydanticValidationError as exc:
+        msgs = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()))
+            msg = str(e.get("msg", "")).removeprefix("Value error, ")
+            msgs.append(f"{loc}: {msg}" if loc else msg)
+        raise CliError("invalid settings: " + "; ".join(msgs), EXIT_USAGE) from None
+    except ValueError as exc:
+        raise CliError(f"invalid settings: {exc}", EXIT_USAGE) from None
+
+
+def _resolver(settings=None, catalog=None):
+    from outcrop.models.catalog import Catalog
+    from outcrop.models.resolve import ModelResolver
+
+    catalog = catalog or Catalog()
+    if settings is None:
+        return ModelResolver(catalog, [])
+    try:
+        return ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def _resolve_card(resolver, model_id: str):
+    from outcrop.errors import OutcropError
+
+    try:
+        return resolver.resolve(model_id).card
+    except OutcropError:
+        known = ", ".join(sorted(c.model_id for c in resolver.catalog.all()))
+        raise CliError(f"unknown model {model_id!r}; known models: {known}", EXIT_USAGE) from None
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _alias_arg(text: str) -> tuple[str, str]:
+    from outcrop.settings import parse_alias
+
+    try:
+        return parse_alias(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        auth=args.auth,
+        max_queue=args.max_queue,
+        max_batch=args.parallel,
+        n_threads=args.threads,
+    )
+    if args.alias:
+        # --alias flags come first: they win over aliases from the environment / config file.
+        settings = settings.model_copy(update={"aliases": list(args.alias) + settings.aliases})
+    resolver = _resolver(settings)
+    preload: list[str] = []
+    for model_id in args.preload or []:
+        card = _resolve_card(resolver, model_id)
+        if card.model_id not in preload:
+            preload.append(card.model_id)
+
+    from outcrop import server  # written elsewhere; imported lazily
+
+    server.serve(settings, preload=preload)
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from outcrop.models.catalog import Catalog
+    from outcrop.models.store import ModelStore
+
+    settings = _settings(args)
+    catalog = Catalog()
+    store = ModelStore(settings.data_dir)
+    installed = {card.model_id: (card, size) for card, size in store.list_installed()}
+    cards = catalog.all() + [c for mid, (c, _) in installed.items() if mid not in catalog]
+
+    if args.json:
+        rows = [
+            {
+                "modelId": c.model_id,
+                "providerName": c.provider_name,
+                "inputModalities": list(c.input_modalities),
+                "outputModalities": list(c.output_modalities),
+                "installed": store.path(c) is not None,
+                "sizeBytes": installed[c.model_id][1] if c.model_id in installed else None,
+            }
+            for c in cards
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+
+    table = Table(title=f"Models ({settings.data_dir})")
+    table.add_column("Model ID", overflow="fold")
+    table.add_column("Provider", overflow="fold")
+    table.add_column("Modalities", no_wrap=True)
+    table.add_column("Installed", no_wrap=True)
+    table.add_column("Size", justify="right", no_wrap=True)
+    for c in cards:
+        ok = store.path(c) is not None
+        size = installed[c.model_id][1] if c.model_id in installed else c.size_bytes
+        table.add_row(
+            c.model_id,
+            c.provider_name,
+            f"{'+'.join(c.input_modalities)}→{'+'.join(c.output_modalities)}",
+            "[green]yes[/]" if ok else "no",
+            _human(size),
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from outcrop.models.store import ModelStore, ModelStoreError
+
+    settings = _settings(args)
+    resolver = _resolver(settings)
+    cards = [_resolve_card(resolver, m) for m in args.model_ids]  # validate all first
+    store = ModelStore(settings.data_dir)
+    for card in cards:
+        if not args.force and store.path(card) is not None:
+            print(f"{card.model_id}: already installed at {store.path(card)}")
+            continue
+        try:
+            path = store.pull(card, progress=not args.quiet)
+        except ModelStoreError as exc:
+            raise CliError(exc.message) from None
+        print(f"{card.model_id}: installed at {path}")
+    return 0
+
+
+def cmd_models_rm(args: argparse.Namespace) -> int:
+    from outcrop.models.store import ModelStore
+
+    settings = _settings(args)
+    card = _resolve_card(_resolver(settings), args.model_id)
+    if ModelStore(settings.data_dir).remove(card):
+        print(f"{card.model_id}: removed")
+    else:
+        print(f"{card.model_id}: not installed")
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from outcrop.models.catalog import to_foundation_model_summary
+    from outcrop.models.store import ModelStore
+
+    settings = _settings(args)
+    card = _resolve_card(_resolver(settings), args.model_id)
+    path = ModelStore(settings.data_dir).path(card)
+    data = card.model_dump(mode="json")
+    data["installed_path"] = str(path) if path else None
+    if args.json:
+        data["foundationModelSummary"] = to_foundation_model_summary(card, settings.region)
+        print(json.dumps(data, indent=2))
+        return 0
+    table = Table(title=card.model_id, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in data.items():
+        if isinstance(value, list | dict):
+            value = json.dumps(value)
+        table.add_row(key, "-" if value is None else str(value))
+    Console().print(table)
+    return 0
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    from outcrop import credentials
+
+    settings = _settings(args)
+    endpoint = args.endpoint
+    if endpoint is None:
+        host = settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        endpoint = f"http://{host}:{settings.port}"
+    key, secret, created = credentials.load_or_create_credentials(settings.data_dir)
+    if created:
+        print(f"# created new credentials in {settings.data_dir}", file=sys.stderr)
+    text = credentials.export_lines(endpoint, key, secret, settings.region)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir", type=Path, default=None, help="where models and credentials live"
+    )
+    common.add_argument("--config", type=Path, default=None, help="TOML config file")
+
+    parser = argparse.ArgumentParser(
+        prog="outcrop", description="Amazon Bedrock's API on your own hardware."
+    )
+    try:
+        from importlib.metadata import version
+
+        ver = version("outcrop")
+    except Exception:
+        ver = "unknown"
+    parser.add_argument("--version", action="version", version=f"outcrop {ver}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the server")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument(
+        "--alias",
+        action="append",
+        type=_alias_arg,
+        metavar="PATTERN=MODEL_ID",
+        help="serve MODEL_ID for requested IDs matching the glob PATTERN (repeatable)",
+    )
+    p.add_argument("--auth", choices=["sigv4", "none"], default=None)
+    p.add_argument("--max-queue", type=int, default=None, help="queued requests per model")
+    p.add_argument("--parallel", type=int, default=None, help="parallel slots per model")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: auto)")
+    p.add_argument(
+        "--preload", nargs="+", action="extend", metavar="MODEL_ID", help="load at start-up"
+    )
+    p.set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="manage local models")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    p = msub.add_parser("list", parents=[common], help="list known and installed models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_list)
+
+    p = msub.add_parser("pull", parents=[common], help="download and install models")
+    p.add_argument("model_ids", nargs="+", metavar="MODEL_ID")
+    p.add_argument("--force", action="store_true", help="re-install even if present")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_models_pull)
+
+    p = msub.add_parser("rm", parents=[common], help="remove an installed model")
+    p.add_argument("model_id", metavar="MODEL_ID")
+    p.set_defaults(func=cmd_models_rm)
+
+    p = msub.add_parser("show", parents=[common], help="show a model card")
+    p.add_argument("model_id", metavar="MODEL_ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_show)
+
+    p = sub.add_parser("credentials", parents=[common], help="print export lines for clients")
+    p.add_argument("--endpoint", default=None, help="endpoint URL (default: from settings)")
+    p.set_defaults(func=cmd_credentials)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        _err(exc.message)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

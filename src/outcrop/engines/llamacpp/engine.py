@@ -1,0 +1,328 @@
+"""The loop that ties model, scheduler and sequences together.
+
+One thread per loaded model runs ``step()`` while there is work: schedule, fill one
+llama_batch, decode (GIL released), sample each sequence that produced logits, and hand
+the step's output to the asyncio side in a single ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as ll
+
+from outcrop.engines.base import (
+    EngineEvent,
+    EngineStats,
+    Finished,
+    GenerationRequest,
+    TextChunk,
+    TextEngine,
+)
+from outcrop.engines.llamacpp.model import ContextConfig, LlamaModel
+from outcrop.engines.llamacpp.sampler import Sampler
+from outcrop.engines.llamacpp.scheduler import Scheduler, StepEntry
+from outcrop.engines.llamacpp.sequence import Sequence, Status
+from outcrop.errors import InternalServerError, ThrottlingError, ValidationError
+
+
+class _Failed(Exception):
+    """Delivered to a waiting consumer when the engine could not serve its sequence."""
+
+
+@dataclass
+class EngineConfig:
+    slots: int = 32
+    n_ctx_per_seq: int = 2048
+    max_queue: int = 64
+    max_step_tokens: int = 512
+    prefill_chunk: int = 64
+    n_threads: int | None = None
+
+
+class LlamaCppEngine(TextEngine):
+    def __init__(self, model_id: str, path: Path, config: EngineConfig | None = None) -> None:
+        self.model_id = model_id
+        self.config = config or EngineConfig()
+        self.model = LlamaModel(
+            path,
+            ContextConfig(
+                n_seq_max=self.config.slots,
+                n_ctx_per_seq=self.config.n_ctx_per_seq,
+                n_batch=self.config.max_step_tokens,
+                n_threads=self.config.n_threads,
+            ),
+        )
+        self.n_ctx_per_seq = self.model.n_ctx_per_seq
+        self._scheduler = Scheduler(
+            self.config.slots, self.config.max_step_tokens, self.config.prefill_chunk
+        )
+        self._batch = ll.llama_batch_init(self.config.max_step_tokens, 0, 1)
+        self._inbox: queue.SimpleQueue[tuple[str, Sequence]] = queue.SimpleQueue()
+        self._admit_lock = threading.Lock()
+        self._n_queued = 0  # accepted but not yet holding a slot
+        self._outbox: list[tuple[Sequence, EngineEvent | Exception]] = []
+        self._steps = 0
+        self._tokens_generated = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"engine:{model_id}", daemon=True)
+        self._thread.start()
+
+    # -- TextEngine -------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special)
+
+    def chat_template(self) -> str | None:
+        return self.model.chat_template()
+
+    @property
+    def bos_text(self) -> str:
+        return self.model.token_text(self.model.bos_token)
+
+    @property
+    def eos_text(self) -> str:
+        return self.model.token_text(self.model.eos_token)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            running=len(self._scheduler.running),
+            waiting=self._n_queued,
+            slots=self.config.slots,
+            max_queue=self.config.max_queue,
+            steps=self._steps,
+            tokens_generated=self._tokens_generated,
+        )
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        if self._closed:
+            raise InternalServerError(f"model {self.model_id} is unloading")
+        n_prompt = len(request.prompt_tokens)
+        if n_prompt == 0:
+            raise ValidationError("The prompt is empty.")
+        if n_prompt >= self.n_ctx_per_seq:
+            raise ValidationError(
+                f"Input is too long for requested model: the prompt has {n_prompt} tokens "
+                f"and this model serves at most {self.n_ctx_per_seq - 1} per request."
+            )
+        if request.max_tokens < 1:
+            raise ValidationError("maxTokens must be at least 1.")
+        with self._admit_lock:
+            if self._n_queued >= self.config.max_queue:
+                raise ThrottlingError(
+                    f"Too many requests for {self.model_id}: {self._n_queued} are already "
+                    "queued. Please retry."
+                )
+            self._n_queued += 1
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[EngineEvent | Exception] = asyncio.Queue()
+        seq = Sequence(request, emit=events.put_nowait, loop=loop)
+        self._inbox.put(("add", seq))
+        return self._stream(seq, events)
+
+    async def _stream(
+        self, seq: Sequence, events: asyncio.Queue[EngineEvent | Exception]
+    ) -> AsyncIterator[EngineEvent]:
+        done = False
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, Exception):
+                    done = True
+                    raise event
+                yield event
+                if isinstance(event, Finished):
+                    done = True
+                    return
+        finally:
+            if not done:
+                # The consumer went away (client disconnect): free the slot now.
+                seq.cancelled = True
+                self._inbox.put(("cancel", seq))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.put(("close", None))  # type: ignore[arg-type]
+        self._thread.join(timeout=30)
+        ll.llama_batch_free(self._batch)
+        self.model.close()
+
+    # -- engine thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            block = not self._scheduler.has_work()
+            if not self._drain_inbox(block):
+                break
+            if not self._scheduler.has_work():
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # never let one bad step kill the engine thread
+                for seq in list(self._scheduler.running):
+                    self._fail(seq, InternalServerError(f"engine step failed: {exc}"))
+            self._deliver()
+        for seq in list(self._scheduler.running) + list(self._scheduler.waiting):
+            self._fail(seq, InternalServerError("the model was unloaded"))
+        self._deliver()
+
+    def _drain_inbox(self, block: bool) -> bool:
+        while True:
+            try:
+                kind, seq = self._inbox.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if kind == "close":
+                return False
+            if kind == "add":
+                if seq.cancelled:
+                    self._dequeued()
+                    seq.status = Status.FINISHED
+                    continue
+                self._scheduler.add(seq)
+            elif kind == "cancel":
+                self._release(seq)
+
+    def _dequeued(self) -> None:
+        with self._admit_lock:
+            self._n_queued -= 1
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.status is Status.FINISHED:
+            return
+        if seq.status is Status.WAITING:
+            self._dequeued()
+        else:
+            self.model.clear_sequence(seq.slot)
+        if seq.sampler is not None:
+            seq.sampler.free()
+            seq.sampler = None
+        self._scheduler.finish(seq)
+
+    def _fail(self, seq: Sequence, exc: Exception) -> None:
+        self._release(seq)
+        self._outbox.append((seq, exc))
+
+    def _step(self) -> None:
+        waiting_before = len(self._scheduler.waiting)
+        entries = self._scheduler.schedule()
+        admitted = waiting_before - len(self._scheduler.waiting)
+        if admitted:
+            with self._admit_lock:
+                self._n_queued -= admitted
+        if not entries:
+            return
+        logit_rows = self._fill_batch(entries)
+        rc = self.model.decode(self._batch)
+        self._steps += 1
+        if rc != 0:
+            for entry in entries:
+                self._fail(entry.seq, InternalServerError(f"llama_decode returned {rc}"))
+            return
+        for entry in entries:
+            if entry.seq.status is Status.PREFILL:
+                entry.seq.n_prefilled += len(entry.tokens)
+        ctx = self.model.ctx
+        for entry, row in logit_rows:
+            seq = entry.seq
+            if seq.sampler is None:
+                seq.sampler = Sampler(seq.request)
+            token = seq.sampler.sample(ctx, row)
+            self._on_token(seq, token)
+
+    def _fill_batch(self, entries: list[StepEntry]) -> list[tuple[StepEntry, int]]:
+        batch = self._batch
+        tok, pos, nseq, seqid, logits = (
+            batch.token,
+            batch.pos,
+            batch.n_seq_id,
+            batch.seq_id,
+            batch.logits,
+        )
+        rows: list[tuple[StepEntry, int]] = []
+        i = 0
+        for entry in entries:
+            slot = entry.seq.slot
+            p = entry.start_pos
+            for t in entry.tokens:
+                tok[i] = t
+                pos[i] = p
+                nseq[i] = 1
+                seqid[i][0] = slot
+                logits[i] = 0
+                p += 1
+                i += 1
+            if entry.wants_logits:
+                logits[i - 1] = 1
+                rows.append((entry, i - 1))
+        batch.n_tokens = i
+        return rows
+
+    def _on_token(self, seq: Sequence, token: int) -> None:
+        if seq.status is Status.PREFILL:
+            seq.status = Status.DECODE
+        seq.n_generated += 1
+        seq.last_token = token
+        model = self.model
+        if model.is_eog(token):
+            seq.n_generated -= 1  # the end-of-turn marker is not part of the answer
+            self._finish(seq, "eos", None)
+            return
+        self._tokens_generated += 1
+        text, stop = seq.decode_bytes(model.piece(token))
+        if text:
+            self._outbox.append((seq, TextChunk(text, 1)))
+        if stop is not None:
+            self._finish(seq, "stop", stop, flush=False)
+        elif seq.n_generated >= seq.request.max_tokens:
+            self._finish(seq, "length", None)
+        elif seq.position + 1 >= self.n_ctx_per_seq:
+            self._finish(seq, "length", None)
+
+    def _finish(self, seq: Sequence, reason: str, stop: str | None, flush: bool = True) -> None:
+        if flush:
+            tail = seq.flush_text()
+            if tail:
+                self._outbox.append((seq, TextChunk(tail, 0)))
+        self._release(seq)
+        self._outbox.append(
+            (seq, Finished(reason, seq.n_prompt, seq.n_generated, stop))  # type: ignore[arg-type]
+        )
+
+    def _deliver(self) -> None:
+        if not self._outbox:
+            return
+        out, self._outbox = self._outbox, []
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for seq, event in out:
+            if seq.cancelled:
+                continue
+            by_loop.setdefault(seq.loop, []).append((seq, event))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_dispatch, items)
+            except RuntimeError:
+                pass  # that event loop is closed; its consumers are gone
+
+
+def _dispatch(items: list[tuple[Sequence, EngineEvent | Exception]]) -> None:
+    for seq, event in items:
+        seq.emit(event)
+
+
+def wait_idle(engine: LlamaCppEngine, timeout: float = 10.0) -> bool:
+    """Test helper: wait until the engine holds no sequences."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = engine.stats()
+        if s.running == 0 and s.waiting == 0:
+            return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,161 @@
+"""A GGUF model and its llama.cpp context, through llama-cpp-python's low-level API.
+
+Tensors in, logits out: this module knows nothing about requests or scheduling.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as ll
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+# ctypes frees a callback's trampoline when the Python object dies; llama.cpp would then
+# call freed memory (engine-notes pitfall 1). Keep it alive for the process lifetime.
+_LOG_CALLBACK = None
+
+
+def _init_backend() -> None:
+    global _backend_ready, _LOG_CALLBACK
+    with _backend_lock:
+        if _backend_ready:
+            return
+        verbose = os.environ.get("OUTCROP_LLAMA_LOG") == "1"
+
+        @ll.llama_log_callback
+        def _log(level, text, user_data):  # noqa: ANN001
+            if verbose:
+                print(text.decode("utf-8", "replace"), end="", flush=True)
+
+        _LOG_CALLBACK = _log
+        ll.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+        ll.llama_backend_init()
+        _backend_ready = True
+
+
+@dataclass
+class ContextConfig:
+    n_seq_max: int = 32
+    n_ctx_per_seq: int = 2048
+    n_batch: int = 512
+    n_threads: int | None = None
+
+
+class LlamaModel:
+    """Owns a llama_model, its vocabulary and one llama_context for batched decoding."""
+
+    def __init__(self, path: Path, config: ContextConfig) -> None:
+        _init_backend()
+        self.path = Path(path)
+        self.config = config
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = int(os.environ.get("OUTCROP_GPU_LAYERS", "0"))
+        self.model = ll.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {self.path} (not a valid GGUF file?)")
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = ll.llama_model_n_ctx_train(self.model)
+
+        n_ctx_per_seq = min(config.n_ctx_per_seq, self.n_ctx_train)
+        threads = config.n_threads or max(1, os.cpu_count() or 1)
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = n_ctx_per_seq * config.n_seq_max
+        cparams.n_batch = config.n_batch
+        cparams.n_ubatch = config.n_batch
+        cparams.n_seq_max = config.n_seq_max
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        # Per-sequence KV caches: faster with many sequences and batch-composition
+        # independent greedy output (engine-notes pitfalls 2 and 5).
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        self.ctx = ll.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            ll.llama_model_free(self.model)
+            raise RuntimeError(f"llama.cpp could not create a context for {self.path}")
+        self.n_ctx_per_seq = ll.llama_n_ctx_seq(self.ctx)
+        self.memory = ll.llama_get_memory(self.ctx)
+        self.n_threads = threads
+        self._piece_cache: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # -- vocabulary -------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        buf = (ll.llama_token * cap)()
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (special tokens render as nothing)."""
+        cached = self._piece_cache.get(token)
+        if cached is not None:
+            return cached
+        n = ll.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self.vocab, token, big, -n, 0, False)
+            out = big.raw[:n]
+        else:
+            out = self._piece_buf.raw[:n]
+        self._piece_cache[token] = out
+        return out
+
+    def token_text(self, token: int) -> str:
+        """A special token's literal text (e.g. ``<|im_end|>``), for templates."""
+        if token < 0:
+            return ""
+        buf = ctypes.create_string_buffer(256)
+        n = ll.llama_token_to_piece(self.vocab, token, buf, 256, 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+
+    @property
+    def bos_token(self) -> int:
+        return ll.llama_vocab_bos(self.vocab)
+
+    @property
+    def eos_token(self) -> int:
+        return ll.llama_vocab_eos(self.vocab)
+
+    @property
+    def adds_bos(self) -> bool:
+        return bool(ll.llama_vocab_get_add_bos(self.vocab))
+
+    def chat_template(self) -> str | None:
+        raw = ll.llama_model_chat_template(self.model, None)
+        return raw.decode("utf-8") if raw else None
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = ll.llama_model_meta_val_str(self.model, key.encode(), buf, 4096)
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    # -- decoding ---------------------------------------------------------------------
+    def decode(self, batch: ll.llama_batch) -> int:
+        """Run one batch; llama_decode releases the GIL while it computes."""
+        return ll.llama_decode(self.ctx, batch)
+
+    def clear_sequence(self, seq_id: int) -> None:
+        ll.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
+            ll.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            ll.llama_model_free(self.model)
+            self.model = None

@@ -1,0 +1,60 @@
+"""One request's state inside the engine: tokens, progress, text decoding, stops."""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from outcrop.engines.base import EngineEvent, GenerationRequest
+from outcrop.engines.llamacpp.stop import StopMatcher
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    PREFILL = "prefill"
+    DECODE = "decode"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    request: GenerationRequest
+    emit: Callable[[EngineEvent], None]
+    status: Status = Status.WAITING
+    slot: int = -1
+    n_prefilled: int = 0
+    n_generated: int = 0
+    last_token: int = -1
+    cancelled: bool = False
+    sampler: object | None = None
+    loop: object | None = None  # the asyncio loop that consumes this sequence's events
+    _decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
+    _stops: StopMatcher | None = None
+
+    def __post_init__(self) -> None:
+        self._stops = StopMatcher(self.request.stop)
+
+    @property
+    def n_prompt(self) -> int:
+        return len(self.request.prompt_tokens)
+
+    @property
+    def position(self) -> int:
+        """Position of the last sampled token, the next one fed to the model."""
+        return self.n_prompt + self.n_generated - 1
+
+    def decode_bytes(self, data: bytes) -> tuple[str, str | None]:
+        """Turn token bytes into whole characters, then apply stop sequences."""
+        text = self._decoder.decode(data)
+        if not text:
+            return "", None
+        return self._stops.feed(text)
+
+    def flush_text(self) -> str:
+        tail = self._decoder.decode(b"", final=True)
+        out, _ = self._stops.feed(tail) if tail else ("", None)
+        return out + self._stops.flush()

@@ -1,0 +1,105 @@
+"""Assemble the server from settings, and run it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from outcrop.api.admin import AdminApi
+from outcrop.api.app import OutcropApp
+from outcrop.api.auth import Authenticator
+from outcrop.api.control import ControlApi
+from outcrop.api.routing import Router
+from outcrop.api.runtime import RuntimeApi
+from outcrop.credentials import export_lines, load_or_create_credentials
+from outcrop.engines.base import TextEngine
+from outcrop.models.catalog import Catalog, ModelCard
+from outcrop.models.manager import ModelManager
+from outcrop.models.resolve import ModelResolver
+from outcrop.models.store import ModelStore
+from outcrop.service.runtime import RuntimeService
+from outcrop.settings import Settings
+
+log = logging.getLogger("outcrop")
+
+
+@dataclass
+class Server:
+    app: OutcropApp
+    settings: Settings
+    catalog: Catalog
+    store: ModelStore
+    manager: ModelManager
+    access_key: tuple[str, str] | None
+    created_credentials: bool
+
+
+def engine_factory(settings: Settings):
+    def build(card: ModelCard, path: Path) -> TextEngine:
+        from outcrop.engines.llamacpp.engine import EngineConfig, LlamaCppEngine
+
+        config = EngineConfig(
+            slots=settings.max_batch,
+            n_ctx_per_seq=min(settings.n_ctx, card.context_length),
+            max_queue=settings.max_queue,
+            prefill_chunk=settings.prefill_chunk,
+            n_threads=settings.n_threads,
+        )
+        return LlamaCppEngine(card.model_id, path, config)
+
+    return build
+
+
+def build_server(settings: Settings) -> Server:
+    catalog = Catalog()
+    resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
+    store = ModelStore(settings.data_dir)
+    manager = ModelManager(store, engine_factory(settings))
+
+    keys: dict[str, str] = {}
+    created = False
+    pair: tuple[str, str] | None = None
+    if settings.access_key_id and settings.secret_access_key:
+        pair = (settings.access_key_id, settings.secret_access_key)
+    elif settings.auth == "sigv4":
+        key, secret, created = load_or_create_credentials(settings.data_dir)
+        pair = (key, secret)
+    if pair:
+        keys[pair[0]] = pair[1]
+    api_keys = {settings.api_key} if settings.api_key else set()
+    authenticator = Authenticator(keys, api_keys, mode=settings.auth)
+
+    router = Router()
+    RuntimeApi(RuntimeService(resolver, manager)).register(router)
+    ControlApi(catalog, settings.region).register(router)
+    AdminApi(manager).register(router)
+    app = OutcropApp(router, authenticator)
+    app.on_shutdown.append(manager.close)
+    return Server(app, settings, catalog, store, manager, pair, created)
+
+
+def serve(settings: Settings, preload: list[str] | None = None) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = build_server(settings)
+    endpoint = f"http://{settings.host}:{settings.port}"
+    if server.access_key and settings.auth == "sigv4":
+        note = "created" if server.created_credentials else "loaded"
+        print(f"outcrop: credentials {note} in {settings.data_dir}; point clients here with:", file=sys.stderr)
+        print(export_lines(endpoint, *server.access_key, settings.region), file=sys.stderr)
+    elif settings.auth == "none":
+        print("outcrop: --auth none: requests are NOT authenticated (loopback only).", file=sys.stderr)
+    for model_id in preload or []:
+        card = ModelResolver(server.catalog, settings.aliases).resolve(model_id).card
+        server.store.ensure(card, progress=True)
+    uvicorn.run(
+        server.app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,139 @@
+"""What a runtime call means: resolve the model, build the prompt, run the engine.
+
+Converse, InvokeModel and their streaming variants all come through here with a
+neutral ChatRequest; the wire layers only translate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from outcrop.engines.base import EngineEvent, Finished, GenerationRequest, TextChunk, TextEngine
+from outcrop.errors import ValidationError
+from outcrop.models.catalog import ModelCard
+from outcrop.models.manager import ModelManager
+from outcrop.models.resolve import ModelResolver
+from outcrop.service.prompt import build_prompt
+from outcrop.service.types import ChatRequest, ChatResult, StreamEnd, StreamEvent, TextDelta, Usage
+
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.95
+_REASONS = {"eos": "end_turn", "length": "max_tokens", "stop": "stop_sequence"}
+
+
+@dataclass
+class Prepared:
+    """A validated request, tokenized and admitted to its engine's queue."""
+
+    card: ModelCard
+    engine: TextEngine
+    events: AsyncIterator[EngineEvent]
+    input_tokens: int
+    implicit_stops: list[str]
+    started: float
+
+
+class RuntimeService:
+    def __init__(self, resolver: ModelResolver, manager: ModelManager) -> None:
+        self.resolver = resolver
+        self.manager = manager
+
+    async def _engine_for(self, model_id: str) -> tuple[ModelCard, TextEngine]:
+        card = self.resolver.resolve(model_id).card
+        if card.engine != "llamacpp":
+            raise ValidationError(
+                f"Model {card.model_id} produces {', '.join(card.output_modalities)}, "
+                "not text; this operation needs a text generation model."
+            )
+        return card, await self.manager.engine(card)
+
+    async def _tokens(self, card: ModelCard, engine: TextEngine, request: ChatRequest):
+        if request.system is None and request.prompt is None and card.default_system:
+            request = replace(request, system=card.default_system)
+        prompt = build_prompt(
+            request,
+            engine.chat_template(),
+            engine.bos_text,
+            engine.eos_text,
+            completion_only=card.chat_template == "completion",
+        )
+        return prompt, engine.tokenize(prompt.text, add_special=prompt.add_special)
+
+    async def count_tokens(self, model_id: str, request: ChatRequest) -> int:
+        card, engine = await self._engine_for(model_id)
+        _, tokens = await self._tokens(card, engine, request)
+        return len(tokens)
+
+    async def prepare(self, model_id: str, request: ChatRequest) -> Prepared:
+        """Everything that can fail with a clean HTTP error happens here, before a stream starts."""
+        started = time.perf_counter()
+        card, engine = await self._engine_for(model_id)
+        prompt, tokens = await self._tokens(card, engine, request)
+        s = request.sampling
+        room = engine.n_ctx_per_seq - len(tokens)
+        if room <= 1:
+            raise ValidationError(
+                f"Input is too long for requested model: the prompt has {len(tokens)} tokens "
+                f"and this model serves at most {engine.n_ctx_per_seq - 1} per request."
+            )
+        max_tokens = s.max_tokens if s.max_tokens is not None else card.default_max_tokens
+        gen = GenerationRequest(
+            prompt_tokens=tokens,
+            max_tokens=max(1, min(max_tokens, room - 1)),
+            temperature=DEFAULT_TEMPERATURE if s.temperature is None else s.temperature,
+            top_p=DEFAULT_TOP_P if s.top_p is None else s.top_p,
+            top_k=s.top_k or 0,
+            seed=s.seed,
+            stop=list(s.stop) + [x for x in prompt.implicit_stops if x not in s.stop],
+        )
+        events = engine.generate(gen)
+        return Prepared(card, engine, events, len(tokens), prompt.implicit_stops, started)
+
+    async def stream(self, prepared: Prepared) -> AsyncIterator[StreamEvent]:
+        """Text deltas, then one StreamEnd. Leading whitespace of the answer is dropped."""
+        first_token_ms = 0
+        started_text = False
+        async for event in prepared.events:
+            if isinstance(event, TextChunk):
+                text = event.text
+                if not started_text:
+                    text = text.lstrip()
+                    if not text:
+                        continue
+                    started_text = True
+                    first_token_ms = _ms_since(prepared.started)
+                yield TextDelta(text)
+            elif isinstance(event, Finished):
+                yield StreamEnd(self._result("", event, prepared, first_token_ms))
+
+    async def complete(self, prepared: Prepared) -> ChatResult:
+        parts: list[str] = []
+        end: ChatResult | None = None
+        async for event in self.stream(prepared):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            else:
+                end = event.result
+        assert end is not None
+        end.text = "".join(parts).rstrip()
+        return end
+
+    def _result(self, text: str, fin: Finished, prepared: Prepared, first_ms: int) -> ChatResult:
+        reason = _REASONS[fin.reason]
+        stop_sequence = fin.stop_sequence
+        if stop_sequence is not None and stop_sequence in prepared.implicit_stops:
+            reason, stop_sequence = "end_turn", None
+        return ChatResult(
+            text=text,
+            stop_reason=reason,  # type: ignore[arg-type]
+            usage=Usage(fin.prompt_tokens, fin.completion_tokens),
+            stop_sequence=stop_sequence,
+            latency_ms=_ms_since(prepared.started),
+            first_token_ms=first_ms or _ms_since(prepared.started),
+        )
+
+
+def _ms_since(t0: float) -> int:
+    return int((time.perf_counter() - t0) * 1000)
