@@ -108,7 +108,9 @@ def stop_server(server: LiveServer) -> None:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("server")
-    live = start_server(tmp, "--alias", "anthropic.claude-3-haiku-*=" + SMOL, "--alias", "meta.llama3*=" + SMOL)
+    live = start_server(
+        tmp, "--alias", "anthropic.claude-3-haiku-*=" + SMOL, "--alias", "meta.llama3*=" + SMOL
+    )
     yield live
     stop_server(live)
 

@@ -83,15 +83,22 @@ def build_server(settings: Settings) -> Server:
 def serve(settings: Settings, preload: list[str] | None = None) -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     server = build_server(settings)
     endpoint = f"http://{settings.host}:{settings.port}"
     if server.access_key and settings.auth == "sigv4":
         note = "created" if server.created_credentials else "loaded"
-        print(f"outcrop: credentials {note} in {settings.data_dir}; point clients here with:", file=sys.stderr)
+        print(
+            f"outcrop: credentials {note} in {settings.data_dir}; point clients here with:",
+            file=sys.stderr,
+        )
         print(export_lines(endpoint, *server.access_key, settings.region), file=sys.stderr)
     elif settings.auth == "none":
-        print("outcrop: --auth none: requests are NOT authenticated (loopback only).", file=sys.stderr)
+        print(
+            "outcrop: --auth none: requests are NOT authenticated (loopback only).", file=sys.stderr
+        )
     for model_id in preload or []:
         card = ModelResolver(server.catalog, settings.aliases).resolve(model_id).card
         server.store.ensure(card, progress=True)

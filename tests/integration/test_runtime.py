@@ -119,7 +119,10 @@ def test_model_id_forms(runtime, model_id):
 def test_unknown_model_is_a_validation_error_not_a_substitute(runtime):
     with pytest.raises(ClientError) as err:
         runtime.converse(modelId="acme.unknown-model-v1:0", messages=FRANCE)
-    assert err.value.response["Error"]["Code"] in ("ValidationException", "ResourceNotFoundException")
+    assert err.value.response["Error"]["Code"] in (
+        "ValidationException",
+        "ResourceNotFoundException",
+    )
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] in (400, 404)
 
 
@@ -157,7 +160,9 @@ def test_max_tokens_zero_rejected_by_server(server):
 def test_prompt_longer_than_context_is_validation_exception(runtime):
     long_text = "word " * 9000
     with pytest.raises(ClientError) as err:
-        runtime.converse(modelId=SMOL, messages=[{"role": "user", "content": [{"text": long_text}]}])
+        runtime.converse(
+            modelId=SMOL, messages=[{"role": "user", "content": [{"text": long_text}]}]
+        )
     assert err.value.response["Error"]["Code"] == "ValidationException"
     assert "too long" in err.value.response["Error"]["Message"]
 
@@ -267,7 +272,6 @@ def test_sixteen_concurrent_streams_are_batched(runtime):
 
 
 def test_client_disconnect_frees_the_sequence(server, runtime):
-    import httpx
 
     stream = runtime.converse_stream(
         modelId=SMOL,
@@ -293,7 +297,10 @@ def test_garbage_bytes_do_not_disturb_other_clients(server, runtime):
     import socket
 
     host, port = server.url.removeprefix("http://").split(":")
-    for payload in (b"\x00\xff\x13garbage\r\n\r\n", b"POST /model/x/converse HTTP/1.1\r\nContent-Length: zz\r\n\r\n"):
+    for payload in (
+        b"\x00\xff\x13garbage\r\n\r\n",
+        b"POST /model/x/converse HTTP/1.1\r\nContent-Length: zz\r\n\r\n",
+    ):
         with socket.create_connection((host, int(port)), timeout=5) as s:
             s.sendall(payload)
             try:
@@ -338,7 +345,9 @@ def test_bearer_api_key_and_missing_auth(server):
 
     url = f"{server.url}/model/{SMOL}/converse"
     payload = {"messages": FRANCE, "inferenceConfig": GREEDY}
-    ok = httpx.post(url, json=payload, headers={"Authorization": "Bearer outcrop-test-api-key"}, timeout=60)
+    ok = httpx.post(
+        url, json=payload, headers={"Authorization": "Bearer outcrop-test-api-key"}, timeout=60
+    )
     assert ok.status_code == 200 and "Paris" in ok.text
     bad = httpx.post(url, json=payload, headers={"Authorization": "Bearer nope"}, timeout=60)
     assert bad.status_code == 403
@@ -357,8 +366,12 @@ def test_wrong_secret_and_unknown_key_are_403(server):
 def test_tampered_body_is_rejected(server):
     import httpx
 
-    req = _signed(server, "POST", f"/model/{SMOL}/converse", json.dumps({"messages": FRANCE}).encode())
-    r = httpx.post(req.url, content=req.body.replace(b"France", b"Spain!"), headers=dict(req.headers))
+    req = _signed(
+        server, "POST", f"/model/{SMOL}/converse", json.dumps({"messages": FRANCE}).encode()
+    )
+    r = httpx.post(
+        req.url, content=req.body.replace(b"France", b"Spain!"), headers=dict(req.headers)
+    )
     assert r.status_code == 403
 
 

@@ -102,10 +102,37 @@ def test_full_request_as_boto3_sends_it() -> None:
         system=[{"text": "Be brief."}, {"text": "Be kind."}],
         messages=[
             user("Weather in Paris?"),
-            {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {"city": "Paris"}}}]},
-            {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"json": {"tempC": 21}}], "status": "success"}}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "toolUse": {
+                            "toolUseId": "t1",
+                            "name": "get_weather",
+                            "input": {"city": "Paris"},
+                        }
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "toolResult": {
+                            "toolUseId": "t1",
+                            "content": [{"json": {"tempC": 21}}],
+                            "status": "success",
+                        }
+                    }
+                ],
+            },
         ],
-        inferenceConfig={"maxTokens": 256, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"]},
+        inferenceConfig={
+            "maxTokens": 256,
+            "temperature": 0.2,
+            "topP": 0.9,
+            "stopSequences": ["END"],
+        },
         toolConfig={"tools": [WEATHER_TOOL], "toolChoice": {"tool": {"name": "get_weather"}}},
         additionalModelRequestFields={"top_k": 40, "seed": 7, "unknown": True},
     )
@@ -114,16 +141,29 @@ def test_full_request_as_boto3_sends_it() -> None:
     assert [m.role for m in req.messages] == ["user", "assistant", "user"]
     assert req.messages[1].tool_calls == [ToolCall("t1", "get_weather", {"city": "Paris"})]
     result = req.messages[2].tool_results[0]
-    assert (result.tool_use_id, json.loads(result.content), result.status) == ("t1", {"tempC": 21}, "success")
+    assert (result.tool_use_id, json.loads(result.content), result.status) == (
+        "t1",
+        {"tempC": 21},
+        "success",
+    )
     s = req.sampling
-    assert (s.max_tokens, s.temperature, s.top_p, s.stop, s.top_k, s.seed) == (256, 0.2, 0.9, ["END"], 40, 7)
+    assert (s.max_tokens, s.temperature, s.top_p, s.stop, s.top_k, s.seed) == (
+        256,
+        0.2,
+        0.9,
+        ["END"],
+        40,
+        7,
+    )
     assert req.tools[0].name == "get_weather" and req.tools[0].input_schema["type"] == "object"
     assert (req.tool_choice.mode, req.tool_choice.name) == ("tool", "get_weather")
 
 
 @pytest.mark.parametrize("choice,mode", [({"auto": {}}, "auto"), ({"any": {}}, "any")])
 def test_tool_choice_modes(choice: dict, mode: str) -> None:
-    body = wire_body(messages=[user("x")], toolConfig={"tools": [WEATHER_TOOL], "toolChoice": choice})
+    body = wire_body(
+        messages=[user("x")], toolConfig={"tools": [WEATHER_TOOL], "toolChoice": choice}
+    )
     assert parse_converse(body).tool_choice.mode == mode
 
 
@@ -153,7 +193,10 @@ def _bad(body: dict, match: str) -> None:
         parse_converse(body)
 
 
-ASSISTANT_T1 = {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {}}}]}
+ASSISTANT_T1 = {
+    "role": "assistant",
+    "content": [{"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {}}}],
+}
 
 
 @pytest.mark.parametrize("body,match", [
@@ -202,8 +245,12 @@ def test_tool_result_after_matching_tool_use_is_accepted() -> None:
 
 def test_nova_like_accepts_both_spellings_and_native_errors() -> None:
     base = {"schemaVersion": "messages-v1", "messages": [user("hi")], "system": [{"text": "s"}]}
-    snake = parse_converse_like({**base, "inferenceConfig": {"max_new_tokens": 10, "top_p": 0.5, "top_k": 3}})
-    camel = parse_converse_like({**base, "inferenceConfig": {"maxTokens": 10, "topP": 0.5, "topK": 3}})
+    snake = parse_converse_like(
+        {**base, "inferenceConfig": {"max_new_tokens": 10, "top_p": 0.5, "top_k": 3}}
+    )
+    camel = parse_converse_like(
+        {**base, "inferenceConfig": {"maxTokens": 10, "topP": 0.5, "topK": 3}}
+    )
     for req in (snake, camel):
         assert (req.sampling.max_tokens, req.sampling.top_p, req.sampling.top_k) == (10, 0.5, 3)
         assert req.system == "s"
@@ -227,7 +274,9 @@ def test_response_matches_botocore_output_shape(result: ChatResult) -> None:
 
 def test_response_omits_empty_text_beside_tool_calls() -> None:
     content = converse_response(TOOL_RESULT)["output"]["message"]["content"]
-    assert content == [{"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Paris"}}}]
+    assert content == [
+        {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Paris"}}}
+    ]
     assert converse_response(RESULT)["output"]["message"]["content"] == [{"text": "Hi there"}]
 
 
@@ -250,7 +299,9 @@ def test_stream_events_match_botocore_shapes(event: tuple[str, dict]) -> None:
 
 
 def test_stream_finish_sequence() -> None:
-    events = stream_finish(ChatResult(text="ok", stop_reason="tool_use", usage=Usage(1, 2), tool_calls=[TOOL_CALL]))
+    events = stream_finish(
+        ChatResult(text="ok", stop_reason="tool_use", usage=Usage(1, 2), tool_calls=[TOOL_CALL])
+    )
     assert [k for k, _ in events] == [
         "contentBlockStop", "contentBlockStart", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata",
     ]  # fmt: skip

@@ -48,7 +48,9 @@ class Call:
         try:
             value = json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"Malformed input request: the body is not valid JSON ({exc}).") from exc
+            raise ValidationError(
+                f"Malformed input request: the body is not valid JSON ({exc})."
+            ) from exc
         if not isinstance(value, dict):
             raise ValidationError("Malformed input request: the body must be a JSON object.")
         return value
@@ -80,7 +82,9 @@ class OutcropApp:
             return json_response({"status": "ok"}, request_id)
         try:
             body = await _read_body(request)
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+            headers = [
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
+            ]
             query = request.scope.get("query_string", b"").decode("latin-1")
             principal = self.authenticator.authenticate(method, raw_path, query, headers, body)
             found = self.router.match(method, raw_path)

@@ -24,7 +24,10 @@ class ControlApi:
     def register(self, router: Router) -> None:
         router.add("GET", "/foundation-models", self.list_foundation_models, "ListFoundationModels")
         router.add(
-            "GET", "/foundation-models/{modelIdentifier}", self.get_foundation_model, "GetFoundationModel"
+            "GET",
+            "/foundation-models/{modelIdentifier}",
+            self.get_foundation_model,
+            "GetFoundationModel",
         )
 
     def _foundation_cards(self):

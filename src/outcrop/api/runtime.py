@@ -110,7 +110,9 @@ class RuntimeApi:
 
     def register(self, router: Router) -> None:
         router.add("POST", "/model/{modelId}/converse", self.converse, "Converse")
-        router.add("POST", "/model/{modelId}/converse-stream", self.converse_stream, "ConverseStream")
+        router.add(
+            "POST", "/model/{modelId}/converse-stream", self.converse_stream, "ConverseStream"
+        )
         router.add("POST", "/model/{modelId}/invoke", self.invoke, "InvokeModel")
         router.add(
             "POST",
@@ -182,7 +184,9 @@ class RuntimeApi:
                         if closing:
                             closing[-1] = {
                                 **closing[-1],
-                                "amazon-bedrock-invocationMetrics": _invocation_metrics(event.result),
+                                "amazon-bedrock-invocationMetrics": _invocation_metrics(
+                                    event.result
+                                ),
                             }
                         for chunk in closing:
                             yield chunk_frame(chunk)
@@ -211,7 +215,9 @@ class RuntimeApi:
                 raise ValidationError("input.converse must be an object.")
             request = parse_converse(converse)
         elif "invokeModel" in source:
-            request = dialect_for(_dialect_model_id(model_id)).parse(_invoke_body(source["invokeModel"]))
+            request = dialect_for(_dialect_model_id(model_id)).parse(
+                _invoke_body(source["invokeModel"])
+            )
         else:
             raise ValidationError("input must hold exactly one of invokeModel or converse.")
         n = await self.service.count_tokens(model_id, request)

@@ -51,7 +51,9 @@ class ModelManager:
             # shield: one impatient client must not cancel a load others wait for.
             loaded = await asyncio.wait_for(asyncio.shield(task), self.load_timeout)
         except TimeoutError as exc:
-            raise ModelNotReadyError(f"Model {card.model_id} is still loading; retry shortly.") from exc
+            raise ModelNotReadyError(
+                f"Model {card.model_id} is still loading; retry shortly."
+            ) from exc
         return loaded.engine
 
     async def _load(self, card: ModelCard) -> LoadedModel:
@@ -61,7 +63,9 @@ class ModelManager:
             engine = await asyncio.to_thread(self.factory, card, path)
         except Exception as exc:
             log.exception("could not load %s", card.model_id)
-            raise ServiceUnavailableError(f"Model {card.model_id} could not be loaded: {exc}") from exc
+            raise ServiceUnavailableError(
+                f"Model {card.model_id} could not be loaded: {exc}"
+            ) from exc
         loaded = LoadedModel(card, engine)
         self._loaded[card.model_id] = loaded
         return loaded

@@ -86,7 +86,9 @@ class LlamaModel:
         self._piece_buf = ctypes.create_string_buffer(256)
 
     # -- vocabulary -------------------------------------------------------------------
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
         data = text.encode("utf-8")
         cap = len(data) + 16
         buf = (ll.llama_token * cap)()

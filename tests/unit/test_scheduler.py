@@ -1,0 +1,92 @@
+"""Continuous-batching scheduler: slots, prefill budget, ordering (no model needed)."""
+
+from __future__ import annotations
+
+from outcrop.engines.base import GenerationRequest
+from outcrop.engines.llamacpp.scheduler import Scheduler
+from outcrop.engines.llamacpp.sequence import Sequence, Status
+
+
+def seq(n_prompt: int, max_tokens: int = 8) -> Sequence:
+    return Sequence(
+        GenerationRequest(list(range(1, n_prompt + 1)), max_tokens), emit=lambda e: None
+    )
+
+
+def start_decoding(s: Sequence, token: int = 7) -> None:
+    s.n_prefilled = s.n_prompt
+    s.status = Status.DECODE
+    s.n_generated = 1
+    s.last_token = token
+
+
+def test_admits_up_to_slot_count_and_queues_the_rest():
+    sched = Scheduler(n_slots=2, max_step_tokens=512, prefill_chunk=64)
+    a, b, c = seq(5), seq(5), seq(5)
+    for s in (a, b, c):
+        sched.add(s)
+    entries = sched.schedule()
+    assert {e.seq for e in entries} == {a, b}
+    assert list(sched.waiting) == [c]
+    assert sorted(s.slot for s in (a, b)) == [0, 1]
+
+
+def test_whole_short_prompts_prefill_in_one_step_with_logits_on_last_token():
+    sched = Scheduler(n_slots=4, max_step_tokens=512, prefill_chunk=64)
+    a = seq(10)
+    sched.add(a)
+    (entry,) = sched.schedule()
+    assert entry.tokens == a.request.prompt_tokens and entry.start_pos == 0
+    assert entry.wants_logits
+
+
+def test_long_prompt_is_chunked_while_others_decode():
+    sched = Scheduler(n_slots=4, max_step_tokens=512, prefill_chunk=64)
+    running = seq(4)
+    sched.add(running)
+    sched.schedule()
+    start_decoding(running)
+    long = seq(300)
+    sched.add(long)
+    entries = sched.schedule()
+    by_seq = {e.seq: e for e in entries}
+    assert by_seq[running].tokens == [7] and by_seq[running].start_pos == 4
+    assert len(by_seq[long].tokens) == 64 and not by_seq[long].wants_logits
+    long.n_prefilled += 64
+    entries = sched.schedule()
+    assert {e.seq: e for e in entries}[long].start_pos == 64
+
+
+def test_prefill_takes_whole_step_when_nobody_decodes():
+    sched = Scheduler(n_slots=4, max_step_tokens=128, prefill_chunk=16)
+    long = seq(300)
+    sched.add(long)
+    (entry,) = sched.schedule()
+    assert len(entry.tokens) == 128
+
+
+def test_batch_is_ordered_by_slot():
+    sched = Scheduler(n_slots=8, max_step_tokens=512, prefill_chunk=64)
+    seqs = [seq(3) for _ in range(5)]
+    for s in seqs:
+        sched.add(s)
+    sched.schedule()
+    for s in seqs:
+        start_decoding(s)
+    sched.finish(seqs[1])
+    late = seq(3)
+    sched.add(late)
+    slots = [e.seq.slot for e in sched.schedule()]
+    assert slots == sorted(slots)
+
+
+def test_finish_frees_the_slot_for_the_next_waiting_sequence():
+    sched = Scheduler(n_slots=1, max_step_tokens=512, prefill_chunk=64)
+    a, b = seq(3), seq(3)
+    sched.add(a)
+    sched.add(b)
+    sched.schedule()
+    sched.finish(a)
+    assert a.status is Status.FINISHED
+    (entry,) = sched.schedule()
+    assert entry.seq is b and b.slot == 0
