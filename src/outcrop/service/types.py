@@ -81,6 +81,9 @@ class ChatRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     tools: list[ToolSpec] = field(default_factory=list)
     tool_choice: ToolChoice | None = None
+    # Structured output: the answer must be JSON valid against this schema (enforced by
+    # grammar-constrained decoding), as Converse outputConfig / OpenAI response_format ask.
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass
