@@ -20,6 +20,7 @@ import pytest
 
 SMOL = "huggingface.smollm2-135m-instruct-v1:0"
 GEMMA = "google.gemma-3-270m-v1:0"
+EMBED = "sentence-transformers.all-minilm-l6-v2-v1:0"
 TEST_KEY = "AKIAOUTCROPTEST00001"
 TEST_SECRET = "outcrop-test-secret-key-0000000000000000"
 TEST_API_KEY = "outcrop-test-api-key"
@@ -109,8 +110,12 @@ def stop_server(server: LiveServer) -> None:
 def server(tmp_path_factory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("server")
     live = start_server(
-        tmp, "--alias", "anthropic.claude-3-haiku-*=" + SMOL, "--alias", "meta.llama3*=" + SMOL
-    )
+        tmp,
+        "--alias", "anthropic.claude-3-haiku-*=" + SMOL,
+        "--alias", "meta.llama3*=" + SMOL,
+        "--alias", "amazon.titan-embed-*=" + EMBED,
+        "--alias", "cohere.embed-*=" + EMBED,
+    )  # fmt: skip
     yield live
     stop_server(live)
 

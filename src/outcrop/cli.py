@@ -1,4 +1,4 @@
-"""``outcrop`` command line: serve, models list/pull/rm/show, credentials."""
+"""``outcrop`` command line: serve, models list/pull/rm/show, credentials, bench."""
 
 from __future__ import annotations
 
@@ -110,6 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_batch=args.parallel,
         n_threads=args.threads,
+        s3_endpoint_url=args.s3_endpoint_url,
+        training_threads=args.training_threads,
     )
     if args.alias:
         # --alias flags come first: they win over aliases from the environment / config file.
@@ -253,6 +255,20 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from outcrop.bench import options, runner
+
+    settings = _settings(args)
+    try:
+        opts = options.from_args(args, settings.data_dir)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    for model_id in opts.models:
+        _resolve_card(_resolver(), model_id)
+    runner.run(opts, n_ctx=settings.n_ctx)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -290,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=None, help="parallel slots per model")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: auto)")
     p.add_argument(
+        "--s3-endpoint-url", default=None, help="S3-compatible endpoint for s3:// job data"
+    )
+    p.add_argument(
+        "--training-threads", type=int, default=None, help="torch threads per training job"
+    )
+    p.add_argument(
         "--preload", nargs="+", action="extend", metavar="MODEL_ID", help="load at start-up"
     )
     p.set_defaults(func=cmd_serve)
@@ -316,9 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_show)
 
+    from outcrop.cli_jobs import add_parsers as add_jobs_parsers
+
+    add_jobs_parsers(sub, common)
+
     p = sub.add_parser("credentials", parents=[common], help="print export lines for clients")
     p.add_argument("--endpoint", default=None, help="endpoint URL (default: from settings)")
     p.set_defaults(func=cmd_credentials)
+
+    from outcrop.bench.options import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", parents=[common], help="benchmark a real server and baselines")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +12,17 @@ from outcrop.api.admin import AdminApi
 from outcrop.api.app import OutcropApp
 from outcrop.api.auth import Authenticator
 from outcrop.api.control import ControlApi
+from outcrop.api.customization import CustomizationApi
+from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
 from outcrop.credentials import export_lines, load_or_create_credentials
-from outcrop.engines.base import TextEngine
+from outcrop.engines.base import Engine
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
+from outcrop.service.embeddings import EmbeddingService
 from outcrop.service.runtime import RuntimeService
 from outcrop.settings import Settings
 
@@ -37,7 +41,24 @@ class Server:
 
 
 def engine_factory(settings: Settings):
-    def build(card: ModelCard, path: Path) -> TextEngine:
+    if os.environ.get("OUTCROP_BENCH_INSTANT_ENGINE") == "1":  # `outcrop bench` only
+        from outcrop.bench.instant_engine import InstantEngine
+
+        return lambda card, path: InstantEngine(card.model_id)
+
+    def build(card: ModelCard, path: Path) -> Engine:
+        if card.engine == "sentence-transformers":
+            from outcrop.engines.embeddings import EmbeddingConfig, SentenceTransformerEngine
+
+            return SentenceTransformerEngine(
+                card.model_id,
+                path,
+                EmbeddingConfig(
+                    max_batch=settings.max_batch,
+                    max_queue=settings.max_queue,
+                    n_threads=settings.n_threads or 1,  # see EmbeddingConfig.n_threads
+                ),
+            )
         from outcrop.engines.llamacpp.engine import EngineConfig, LlamaCppEngine
 
         config = EngineConfig(
@@ -50,6 +71,19 @@ def engine_factory(settings: Settings):
         return LlamaCppEngine(card.model_id, path, config)
 
     return build
+
+
+def _customization(settings, catalog, resolver, store, manager):
+    from outcrop.service.customization import CustomizationService
+
+    service = CustomizationService(
+        catalog, resolver, store, settings.data_dir, settings.region, settings.account_id,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        training_threads=settings.training_threads,
+        unload=manager.unload,
+    )  # fmt: skip
+    service.start()  # re-registers custom models, resumes interrupted jobs
+    return service
 
 
 def build_server(settings: Settings) -> Server:
@@ -72,10 +106,16 @@ def build_server(settings: Settings) -> Server:
     authenticator = Authenticator(keys, api_keys, mode=settings.auth)
 
     router = Router()
-    RuntimeApi(RuntimeService(resolver, manager)).register(router)
+    runtime = RuntimeService(resolver, manager)
+    embeddings = EmbeddingService(resolver, manager)
+    RuntimeApi(runtime, embeddings).register(router)
+    OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
+    customization = _customization(settings, catalog, resolver, store, manager)
+    CustomizationApi(customization).register(router)
     app = OutcropApp(router, authenticator)
+    app.on_shutdown.append(customization.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)
 

@@ -172,8 +172,13 @@ class Settings(BaseSettings):
     """Parallel decode slots per model (``--parallel``)."""
     n_threads: int | None = Field(None, ge=1)
     """CPU threads for inference; None = auto."""
-    n_ctx: int = Field(4096, ge=256)
+    n_ctx: int = Field(2048, ge=256)
     prefill_chunk: int = Field(64, ge=1)
+    s3_endpoint_url: str | None = None
+    """S3-compatible endpoint for ``s3://`` data in customization jobs; None maps
+    ``s3://bucket/key`` to ``<data_dir>/s3/bucket/key``."""
+    training_threads: int = Field(1, ge=1)
+    """torch threads per training worker (serving shares the same cores)."""
     config_file: Path | None = None
 
     @classmethod

@@ -1,7 +1,8 @@
 """The ASGI application: one port for bedrock-runtime and the bedrock control plane.
 
 Per request: read the body, authenticate (SigV4 or bearer), route on the raw path,
-run the handler. Every OutcropError becomes Bedrock's error shape here and nowhere else.
+run the handler. Every OutcropError becomes its wire error here and nowhere else: Bedrock's
+shape, or the shape the router declares for the path's prefix (OpenAI's under ``/v1``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class OutcropApp:
         method = request.method
         if raw_path in ("/health", "/ping") and method in ("GET", "HEAD"):
             return json_response({"status": "ok"}, request_id)
+        render = self.router.error_renderer(raw_path) or error_response
         try:
             body = await _read_body(request)
             headers = [
@@ -94,10 +96,10 @@ class OutcropApp:
             call = Call(request, labels, body, request_id, principal)
             return await route.handler(call)
         except OutcropError as exc:
-            return error_response(exc, request_id)
+            return render(exc, request_id)
         except Exception:
             log.exception("unhandled error in %s %s", method, raw_path)
-            return error_response(
+            return render(
                 InternalServerError("The server encountered an internal error."), request_id
             )
 

@@ -3,6 +3,9 @@
 botocore sends ``/model/arn%3Aaws%3A...%2Fabc/converse``: decoding first would split an
 ARN's ``/`` into extra segments. So the raw path is split on ``/`` and only then is
 each segment percent-decoded.
+
+A path prefix may declare its own error style (``/v1`` speaks OpenAI's error shape): the
+app asks :meth:`Router.error_renderer` which renderer to use, Bedrock's by default.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 from urllib.parse import unquote
 
 Handler = Callable[..., Awaitable[Any]]
+ErrorRenderer = Callable[[Any, str], Any]
+"""``(OutcropError, request_id) -> Response``: how errors look on the wire under a prefix."""
 
 
 @dataclass(frozen=True)
@@ -26,10 +31,23 @@ class Route:
 class Router:
     def __init__(self) -> None:
         self._routes: list[Route] = []
+        self._error_styles: list[tuple[str, ErrorRenderer]] = []
 
     def add(self, method: str, template: str, handler: Handler, operation: str) -> None:
         parts = tuple(p for p in template.strip("/").split("/") if p)
         self._routes.append(Route(method, parts, handler, operation))
+
+    def errors_under(self, prefix: str, render: ErrorRenderer) -> None:
+        """Render errors of every request under ``prefix`` (``"/v1"``) with ``render``."""
+        self._error_styles.append((prefix.rstrip("/"), render))
+
+    def error_renderer(self, raw_path: str) -> ErrorRenderer | None:
+        """The renderer declared for ``raw_path``'s prefix; None means Bedrock's shape."""
+        path = raw_path.split("?", 1)[0]
+        for prefix, render in self._error_styles:
+            if path == prefix or path.startswith(prefix + "/"):
+                return render
+        return None
 
     def match(self, method: str, raw_path: str) -> tuple[Route, dict[str, str]] | None | bool:
         """The route and its decoded labels; False when the path exists for another method."""

@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -29,6 +30,8 @@ from outcrop.service.converse import (
 )
 from outcrop.service.dialects import dialect_for
 from outcrop.service.dialects.base import InvokeContext
+from outcrop.service.embed_dialects import embed_dialect_for
+from outcrop.service.embeddings import EmbeddingService
 from outcrop.service.runtime import Prepared, RuntimeService
 from outcrop.service.types import ChatResult, TextDelta
 
@@ -105,8 +108,9 @@ def _dialect_model_id(model_id: str) -> str:
 
 
 class RuntimeApi:
-    def __init__(self, service: RuntimeService) -> None:
+    def __init__(self, service: RuntimeService, embeddings: EmbeddingService | None = None) -> None:
         self.service = service
+        self.embeddings = embeddings
 
     def register(self, router: Router) -> None:
         router.add("POST", "/model/{modelId}/converse", self.converse, "Converse")
@@ -155,6 +159,8 @@ class RuntimeApi:
     # -- InvokeModel ------------------------------------------------------------------
     async def invoke(self, call: Call) -> Response:
         model_id = call.labels["modelId"]
+        if self._is_embedding(model_id):
+            return await self._invoke_embedding(call, model_id)
         dialect = dialect_for(_dialect_model_id(model_id))
         request = dialect.parse(call.json())
         prepared = await self.service.prepare(model_id, request)
@@ -166,6 +172,11 @@ class RuntimeApi:
 
     async def invoke_stream(self, call: Call) -> Response:
         model_id = call.labels["modelId"]
+        if self._is_embedding(model_id):
+            raise ValidationError(
+                f"Model {model_id} does not support streaming: it is an embedding model; "
+                "use InvokeModel."
+            )
         dialect = dialect_for(_dialect_model_id(model_id))
         request = dialect.parse(call.json())
         prepared = await self.service.prepare(model_id, request)
@@ -200,6 +211,35 @@ class RuntimeApi:
                 "x-amzn-RequestId": call.request_id,
                 "X-Amzn-Bedrock-Content-Type": "application/json",
             },
+        )
+
+    def _is_embedding(self, model_id: str) -> bool:
+        return self.embeddings is not None and self.embeddings.is_embedding_model(model_id)
+
+    async def _invoke_embedding(self, call: Call, model_id: str) -> Response:
+        """The body follows the ID as sent (Titan v1/v2, Cohere; Titan v2 for our own IDs)."""
+        assert self.embeddings is not None
+        started = time.perf_counter()
+        dialect = embed_dialect_for(_dialect_model_id(model_id))
+        card = self.embeddings.card(model_id)
+        request = dialect.parse(call.json(), model_dimensions=card.embedding_dimensions or 0)
+        result = await _until_disconnect(
+            call.request,
+            self.embeddings.embed(
+                model_id,
+                request.texts,
+                normalize=request.normalize,
+                dimensions=request.dimensions,
+                truncate=request.truncate,
+            ),
+        )
+        ctx = InvokeContext(call.request_id, model_id, result.input_tokens)
+        headers = {
+            "X-Amzn-Bedrock-Input-Token-Count": str(result.input_tokens),
+            "X-Amzn-Bedrock-Invocation-Latency": str(int((time.perf_counter() - started) * 1000)),
+        }
+        return json_response(
+            dialect.response(request, result, ctx), call.request_id, headers=headers
         )
 
     # -- CountTokens ------------------------------------------------------------------

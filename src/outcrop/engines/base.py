@@ -1,11 +1,14 @@
-"""The one small interface every text engine offers the service layer."""
+"""The small interfaces engines offer the service layer: text generation and embeddings."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FinishReason = Literal["eos", "length", "stop"]
 
@@ -21,6 +24,8 @@ class GenerationRequest:
     top_k: int = 0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # A GBNF grammar the output must follow (tool calls, structured output).
+    grammar: str | None = None
 
 
 @dataclass
@@ -85,3 +90,63 @@ class TextEngine(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- embeddings
+
+Truncate = Literal["NONE", "START", "END"]
+"""What to do with a text longer than the model reads: refuse it, or drop tokens from
+its start or its end."""
+
+
+@dataclass
+class EmbeddingOutput:
+    """Raw sentence embeddings (one row per text, model's own scale: not normalized) and
+    the number of tokens the model read for each text, special tokens included."""
+
+    vectors: np.ndarray
+    tokens: list[int]
+
+
+@dataclass
+class EmbeddingStats:
+    running: int
+    """Requests in the forward pass now."""
+    waiting: int
+    max_queue: int
+    max_batch: int
+    requests: int
+    texts: int
+    batches: int
+    """Forward passes run: fewer than ``requests`` means requests were batched together."""
+    tokens: int
+
+
+class EmbeddingEngine(ABC):
+    """A loaded embedding model that batches concurrent requests together."""
+
+    model_id: str
+    dimensions: int
+    max_tokens: int
+    """Tokens per text the model reads, special tokens included."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model would read for ``text`` untruncated, special tokens included."""
+
+    @abstractmethod
+    async def embed(self, texts: Sequence[str], *, truncate: Truncate = "NONE") -> EmbeddingOutput:
+        """Embed ``texts`` in one request.
+
+        Raises ValidationError when a text is longer than ``max_tokens`` and ``truncate`` is
+        ``NONE``, and ThrottlingError at once when the queue is full.
+        """
+
+    @abstractmethod
+    def stats(self) -> EmbeddingStats: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+Engine = TextEngine | EmbeddingEngine

@@ -11,20 +11,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from outcrop.engines.base import TextEngine
+from outcrop.engines.base import Engine
 from outcrop.errors import ModelNotReadyError, ServiceUnavailableError
 from outcrop.models.catalog import ModelCard
 from outcrop.models.store import ModelStore
 
 log = logging.getLogger("outcrop.models")
 
-EngineFactory = Callable[[ModelCard, "object"], TextEngine]
+EngineFactory = Callable[[ModelCard, "object"], Engine]
+"""Builds the engine a card names (text or embedding) from its installed files."""
 
 
 @dataclass
 class LoadedModel:
     card: ModelCard
-    engine: TextEngine
+    engine: Engine
 
 
 class ModelManager:
@@ -38,7 +39,8 @@ class ModelManager:
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
 
-    async def engine(self, card: ModelCard) -> TextEngine:
+    async def engine(self, card: ModelCard) -> Engine:
+        """The card's loaded engine, whatever the factory built for it."""
         hit = self._loaded.get(card.model_id)
         if hit is not None:
             return hit.engine
@@ -69,6 +71,14 @@ class ModelManager:
         loaded = LoadedModel(card, engine)
         self._loaded[card.model_id] = loaded
         return loaded
+
+    def unload(self, model_id: str) -> bool:
+        """Close a loaded model's engine (a deleted custom model, say)."""
+        item = self._loaded.pop(model_id, None)
+        if item is None:
+            return False
+        item.engine.close()
+        return True
 
     def close(self) -> None:
         for item in self._loaded.values():

@@ -81,9 +81,31 @@ def _parse(body: Any, *, style: Style, nova: bool) -> ChatRequest:
     request.messages = _parse_messages(root)
     request.sampling = _parse_inference(root, nova=nova)
     request.tools, request.tool_choice = _parse_tool_config(root)
+    request.output_schema = _parse_output_config(root)
     if not root.has("toolConfig") and any(m.tool_calls or m.tool_results for m in request.messages):
         raise ValidationError(TOOL_CONFIG_REQUIRED)
     return request
+
+
+def _parse_output_config(root: Obj) -> dict[str, Any] | None:
+    """``outputConfig.textFormat``: a JSON schema (sent as a string) the answer must match."""
+    config = root.obj("outputConfig")
+    text_format = config.obj("textFormat") if config else None
+    if text_format is None:
+        return None
+    kind = text_format.string("type", required=True)
+    if kind != "json_schema":
+        raise text_format.fail("type", "Member must satisfy enum value set: [json_schema]")
+    structure = text_format.obj("structure", required=True)
+    json_schema = structure.obj("jsonSchema", required=True)
+    raw = json_schema.string("schema", required=True)
+    try:
+        schema = json.loads(raw)
+    except ValueError as exc:
+        raise json_schema.fail("schema", f"is not valid JSON: {exc}") from exc
+    if not isinstance(schema, dict):
+        raise json_schema.fail("schema", "must be a JSON Schema object")
+    return schema
 
 
 def _parse_system(root: Obj) -> str | None:
@@ -312,6 +334,9 @@ def converse_response(result: ChatResult) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- stream
 
 
+TOOL_FRAGMENT_CHARS = 32
+
+
 def stream_message_start() -> StreamEvent:
     return "messageStart", {"role": "assistant"}
 
@@ -359,7 +384,10 @@ def stream_finish(result: ChatResult, *, text_started: bool | None = None) -> li
         index = 1
     for call in result.tool_calls:
         events.append(stream_block_start_tool(index, call))
-        events.append(stream_tool_delta(index, json.dumps(call.input, ensure_ascii=False)))
+        # Clients concatenate toolUse input fragments and parse at contentBlockStop.
+        raw = json.dumps(call.input, ensure_ascii=False)
+        for start in range(0, len(raw), TOOL_FRAGMENT_CHARS):
+            events.append(stream_tool_delta(index, raw[start : start + TOOL_FRAGMENT_CHARS]))
         events.append(stream_block_stop(index))
         index += 1
     events.append(stream_message_stop(result.stop_reason))

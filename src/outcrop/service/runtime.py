@@ -16,6 +16,7 @@ from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver
 from outcrop.service.prompt import build_prompt
+from outcrop.service.tools import OutputPlan, ToolPlan, parse_tool_call, plan_output, plan_tools
 from outcrop.service.types import ChatRequest, ChatResult, StreamEnd, StreamEvent, TextDelta, Usage
 
 DEFAULT_TEMPERATURE = 0.7
@@ -33,6 +34,8 @@ class Prepared:
     input_tokens: int
     implicit_stops: list[str]
     started: float
+    tool_plan: ToolPlan | None = None
+    output_plan: OutputPlan | None = None
 
 
 class RuntimeService:
@@ -49,9 +52,15 @@ class RuntimeService:
             )
         return card, await self.manager.engine(card)
 
-    async def _tokens(self, card: ModelCard, engine: TextEngine, request: ChatRequest):
-        if request.system is None and request.prompt is None and card.default_system:
-            request = replace(request, system=card.default_system)
+    async def _tokens(
+        self, card: ModelCard, engine: TextEngine, request: ChatRequest, extra_system: str = ""
+    ):
+        if request.prompt is None:
+            system = request.system if request.system is not None else card.default_system
+            if extra_system:
+                system = f"{system}\n\n{extra_system}" if system else extra_system
+            if system != request.system:
+                request = replace(request, system=system)
         prompt = build_prompt(
             request,
             engine.chat_template(),
@@ -63,14 +72,18 @@ class RuntimeService:
 
     async def count_tokens(self, model_id: str, request: ChatRequest) -> int:
         card, engine = await self._engine_for(model_id)
-        _, tokens = await self._tokens(card, engine, request)
+        _, tokens = await self._tokens(card, engine, request, _extra_system(request))
         return len(tokens)
 
     async def prepare(self, model_id: str, request: ChatRequest) -> Prepared:
         """Everything that can fail with a clean HTTP error happens here, before a stream starts."""
         started = time.perf_counter()
         card, engine = await self._engine_for(model_id)
-        prompt, tokens = await self._tokens(card, engine, request)
+        tool_plan = plan_tools(request)
+        output_plan = None if tool_plan else plan_output(request)
+        plan = tool_plan or output_plan
+        extra = plan.system_addition if plan else ""
+        prompt, tokens = await self._tokens(card, engine, request, extra)
         s = request.sampling
         room = engine.n_ctx_per_seq - len(tokens)
         if room <= 1:
@@ -87,26 +100,57 @@ class RuntimeService:
             top_k=s.top_k or 0,
             seed=s.seed,
             stop=list(s.stop) + [x for x in prompt.implicit_stops if x not in s.stop],
+            grammar=plan.grammar if plan else None,
         )
+        if output_plan is not None or (tool_plan is not None and tool_plan.forced):
+            # Stop strings must not cut a JSON answer in half; the grammar ends it.
+            gen.stop = []
         events = engine.generate(gen)
-        return Prepared(card, engine, events, len(tokens), prompt.implicit_stops, started)
+        return Prepared(
+            card, engine, events, len(tokens), prompt.implicit_stops, started, tool_plan, output_plan
+        )
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[StreamEvent]:
-        """Text deltas, then one StreamEnd. Leading whitespace of the answer is dropped."""
+        """Text deltas, then one StreamEnd. Leading whitespace of the answer is dropped.
+
+        With tools, an answer that starts with "{" is a tool call: it is held back and
+        arrives parsed and validated in ``StreamEnd.result.tool_calls``.
+        """
         first_token_ms = 0
         started_text = False
+        held: list[str] | None = None
         async for event in prepared.events:
             if isinstance(event, TextChunk):
                 text = event.text
+                if held is not None:
+                    held.append(text)
+                    continue
                 if not started_text:
                     text = text.lstrip()
                     if not text:
                         continue
                     started_text = True
                     first_token_ms = _ms_since(prepared.started)
+                    if prepared.tool_plan is not None and text.startswith("{"):
+                        held = [text]
+                        continue
                 yield TextDelta(text)
             elif isinstance(event, Finished):
-                yield StreamEnd(self._result("", event, prepared, first_token_ms))
+                result = self._result("", event, prepared, first_token_ms)
+                if held is not None:
+                    self._attach_tool_call("".join(held), result, prepared)
+                    if result.text:
+                        yield TextDelta(result.text)
+                yield StreamEnd(result)
+
+    def _attach_tool_call(self, text: str, result: ChatResult, prepared: Prepared) -> None:
+        call = parse_tool_call(text, prepared.tool_plan) if prepared.tool_plan else None
+        if call is None:
+            result.text = text  # cut short (maxTokens): hand back what there is
+            return
+        result.tool_calls = [call]
+        result.text = ""
+        result.stop_reason = "tool_use"
 
     async def complete(self, prepared: Prepared) -> ChatResult:
         parts: list[str] = []
@@ -117,7 +161,8 @@ class RuntimeService:
             else:
                 end = event.result
         assert end is not None
-        end.text = "".join(parts).rstrip()
+        if not end.tool_calls:
+            end.text = "".join(parts).rstrip()
         return end
 
     def _result(self, text: str, fin: Finished, prepared: Prepared, first_ms: int) -> ChatResult:
@@ -133,6 +178,11 @@ class RuntimeService:
             latency_ms=_ms_since(prepared.started),
             first_token_ms=first_ms or _ms_since(prepared.started),
         )
+
+
+def _extra_system(request: ChatRequest) -> str:
+    plan = plan_tools(request) or plan_output(request)
+    return plan.system_addition if plan else ""
 
 
 def _ms_since(t0: float) -> int:

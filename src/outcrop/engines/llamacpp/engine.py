@@ -26,7 +26,7 @@ from outcrop.engines.base import (
     TextEngine,
 )
 from outcrop.engines.llamacpp.model import ContextConfig, LlamaModel
-from outcrop.engines.llamacpp.sampler import Sampler
+from outcrop.engines.llamacpp.sampler import GrammarError, Sampler
 from outcrop.engines.llamacpp.scheduler import Scheduler, StepEntry
 from outcrop.engines.llamacpp.sequence import Sequence, Status
 from outcrop.errors import InternalServerError, ThrottlingError, ValidationError
@@ -112,8 +112,14 @@ class LlamaCppEngine(TextEngine):
             )
         if request.max_tokens < 1:
             raise ValidationError("maxTokens must be at least 1.")
+        try:
+            # Built here, not in the engine thread, so a bad grammar is a clean 400.
+            sampler = Sampler(request, self.model.vocab)
+        except GrammarError as exc:
+            raise ValidationError(f"The output constraints could not be compiled: {exc}") from exc
         with self._admit_lock:
             if self._n_queued >= self.config.max_queue:
+                sampler.free()
                 raise ThrottlingError(
                     f"Too many requests for {self.model_id}: {self._n_queued} are already "
                     "queued. Please retry."
@@ -121,7 +127,7 @@ class LlamaCppEngine(TextEngine):
             self._n_queued += 1
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[EngineEvent | Exception] = asyncio.Queue()
-        seq = Sequence(request, emit=events.put_nowait, loop=loop)
+        seq = Sequence(request, emit=events.put_nowait, loop=loop, sampler=sampler)
         self._inbox.put(("add", seq))
         return self._stream(seq, events)
 
@@ -183,8 +189,7 @@ class LlamaCppEngine(TextEngine):
                 return False
             if kind == "add":
                 if seq.cancelled:
-                    self._dequeued()
-                    seq.status = Status.FINISHED
+                    self._release(seq)  # still WAITING: un-counts it, frees its sampler
                     continue
                 self._scheduler.add(seq)
             elif kind == "cancel":
@@ -232,8 +237,6 @@ class LlamaCppEngine(TextEngine):
         ctx = self.model.ctx
         for entry, row in logit_rows:
             seq = entry.seq
-            if seq.sampler is None:
-                seq.sampler = Sampler(seq.request)
             token = seq.sampler.sample(ctx, row)
             self._on_token(seq, token)
 

@@ -9,14 +9,25 @@ import llama_cpp as ll
 from outcrop.engines.base import GenerationRequest
 
 
-class Sampler:
-    """top-k -> top-p -> temperature -> seeded draw; greedy when temperature is 0."""
+class GrammarError(ValueError):
+    """llama.cpp could not parse a grammar."""
 
-    def __init__(self, request: GenerationRequest) -> None:
+
+class Sampler:
+    """[grammar ->] top-k -> top-p -> temperature -> seeded draw; greedy at temperature 0."""
+
+    def __init__(self, request: GenerationRequest, vocab: ll.llama_vocab_p) -> None:
         params = ll.llama_sampler_chain_default_params()
         params.no_perf = True
         self._chain = ll.llama_sampler_chain_init(params)
         add = ll.llama_sampler_chain_add
+        if request.grammar:
+            # First in the chain: every later stage only sees tokens the grammar allows.
+            grammar = ll.llama_sampler_init_grammar(vocab, request.grammar.encode(), b"root")
+            if not grammar:
+                self.free()
+                raise GrammarError("llama.cpp rejected the generated grammar")
+            add(self._chain, grammar)
         if request.temperature <= 0.0:
             add(self._chain, ll.llama_sampler_init_greedy())
             return

@@ -1,0 +1,156 @@
+"""``outcrop jobs list|show``: model customization jobs, read from the data directory.
+
+Reads the same SQLite file the server writes, so it works while the server runs (and
+shows live progress with ``show --watch``) or after it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+_STYLE = {
+    "InProgress": "yellow",
+    "Completed": "green",
+    "Failed": "red",
+    "Stopping": "magenta",
+    "Stopped": "magenta",
+}
+
+
+def _db(args: argparse.Namespace):
+    from outcrop.cli import _settings
+    from outcrop.training.records import Database
+
+    return Database(_settings(args).data_dir)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _progress_text(job) -> str:  # noqa: ANN001
+    p = job.progress or {}
+    if job.status != "InProgress":
+        return "-"
+    if p.get("phase") != "training":
+        return str(p.get("phase", "queued"))
+    loss = p.get("loss")
+    return (
+        f"epoch {p.get('epoch', 0)}/{p.get('epochs', '?')} step {p.get('step', 0)}/"
+        f"{p.get('total_steps', '?')}" + (f" loss {loss:.4f}" if loss is not None else "")
+    )
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    jobs = sorted(_db(args).jobs(), key=lambda j: j.creation_time, reverse=True)
+    if args.json:
+        print(json.dumps([_as_dict(j) for j in jobs], indent=2))
+        return 0
+    table = Table(title="Model customization jobs")
+    for col in ("Job", "Status", "Base model", "Custom model", "Created", "Progress"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        style = _STYLE.get(j.status, "")
+        table.add_row(
+            j.job_name,
+            f"[{style}]{j.status}[/]",
+            j.base_model_id,
+            j.model_name,
+            _when(j.creation_time),
+            _progress_text(j),
+        )
+    Console().print(table)
+    return 0
+
+
+def _as_dict(job) -> dict[str, Any]:  # noqa: ANN001
+    return {
+        "jobArn": job.job_arn,
+        "jobName": job.job_name,
+        "status": job.status,
+        "customModelName": job.model_name,
+        "customModelArn": job.model_arn if job.status == "Completed" else None,
+        "baseModelId": job.base_model_id,
+        "customizationType": job.customization_type,
+        "hyperParameters": job.hyperparameters,
+        "creationTime": job.creation_time,
+        "endTime": job.end_time,
+        "trainingLoss": job.training_loss,
+        "validationLosses": job.validation_losses,
+        "failureMessage": job.failure_message,
+        "progress": job.progress,
+        "workDir": job.work_dir,
+    }
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from outcrop.cli import CliError
+
+    db = _db(args)
+    job = db.job(args.job)
+    if job is None:
+        raise CliError(f"no customization job {args.job!r}")
+    if args.json:
+        print(json.dumps(_as_dict(job), indent=2))
+        return 0
+    console = Console()
+    table = Table(title=job.job_name, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in _as_dict(job).items():
+        if isinstance(value, list | dict):
+            value = json.dumps(value)
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+    if job.status != "InProgress" and not args.watch:
+        return 0
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        p = job.progress or {}
+        task = bar.add_task(job.job_name, total=p.get("total_steps") or None, detail="")
+        while True:
+            p = job.progress or {}
+            loss = p.get("loss")
+            detail = f"epoch {p.get('epoch', 0)}/{p.get('epochs', '?')} {p.get('phase', 'queued')}"
+            if loss is not None:
+                detail += f" loss {loss:.4f}"
+            bar.update(
+                task, completed=p.get("step", 0), total=p.get("total_steps") or None, detail=detail
+            )
+            if job.status != "InProgress" or not args.watch:
+                break
+            time.sleep(1)
+            job = db.job(job.job_id) or job
+    if job.status != "InProgress":
+        console.print(f"{job.job_name}: [{_STYLE.get(job.status, '')}]{job.status}[/]")
+    return 0
+
+
+def add_parsers(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001
+    jobs = sub.add_parser("jobs", help="model customization jobs")
+    jsub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    p = jsub.add_parser("list", parents=[common], help="list customization jobs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jobs_list)
+    p = jsub.add_parser("show", parents=[common], help="show one job and its progress")
+    p.add_argument("job", metavar="JOB", help="job name, ARN or ID")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true", help="follow progress until the job ends")
+    p.set_defaults(func=cmd_jobs_show)

@@ -1,0 +1,515 @@
+"""Model customization: what CreateModelCustomizationJob and the custom-model operations
+mean, with no HTTP in sight. Answers are Bedrock's shapes as plain dicts.
+
+A job is validated completely before it is accepted (names, base model, hyperparameters,
+every line of the data, the output location); then its data is copied into the job's
+folder, the records are written, and :class:`~outcrop.training.runner.JobRunner` trains it
+in a worker process. A completed job's GGUF becomes a custom model card that Converse and
+InvokeModel resolve by ARN or name, on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import string
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from outcrop.errors import ConflictError, ResourceNotFoundError, ValidationError
+from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
+from outcrop.models.resolve import ModelResolver
+from outcrop.models.store import ModelStore
+from outcrop.training import worker as files
+from outcrop.training.data import DataLocations, validate_jsonl
+from outcrop.training.hyper import parse_hyperparameters
+from outcrop.training.records import CustomModelRecord, Database, JobRecord
+from outcrop.training.runner import JobRunner
+
+SUPPORTED_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
+ALL_TYPES = SUPPORTED_TYPES + ("DISTILLATION", "REINFORCEMENT_FINE_TUNING", "IMPORTED")
+JOB_STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+MODEL_STATUSES = ("Active", "Creating", "Failed")
+
+_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*")
+_MODEL_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")
+_ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
+_TOKEN = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def _new_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def _missing(member: str) -> ValidationError:
+    return ValidationError(
+        f"1 validation error detected: Value null at '{member}' failed to satisfy "
+        "constraint: Member must not be null"
+    )
+
+
+def _pattern(member: str, value: Any, pattern: re.Pattern[str], max_len: int) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > max_len:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+            f"constraint: Member must satisfy regular expression pattern: {pattern.pattern}"
+        )
+    return value
+
+
+def _enum(member: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+            f"constraint: Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+    return value
+
+
+def parse_time(member: str, value: str | None) -> float | None:
+    """A query-string timestamp: ISO 8601 (botocore's default) or epoch seconds."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValidationError(f"Value '{value}' at '{member}' is not a valid timestamp.") from None
+
+
+def _page(items: list[Any], max_results: str | None, next_token: str | None) -> tuple[list, str | None]:
+    limit = 100
+    if max_results is not None:
+        try:
+            limit = int(max_results)
+        except ValueError:
+            raise ValidationError(f"Value '{max_results}' at 'maxResults' is not an integer.") from None
+        if not 1 <= limit <= 1000:
+            raise ValidationError(
+                f"1 validation error detected: Value '{limit}' at 'maxResults' failed to "
+                "satisfy constraint: Member must have value between 1 and 1000"
+            )
+    start = 0
+    if next_token is not None:
+        try:
+            start = int(next_token)
+        except ValueError:
+            raise ValidationError("The pagination token is invalid.") from None
+    page = items[start : start + limit]
+    more = start + limit < len(items)
+    return page, str(start + limit) if more else None
+
+
+class CustomizationService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        resolver: ModelResolver,
+        store: ModelStore,
+        data_dir: Path,
+        region: str,
+        account_id: str,
+        s3_endpoint_url: str | None = None,
+        training_threads: int = 1,
+        unload: Any = None,
+    ) -> None:
+        self.catalog = catalog
+        self.resolver = resolver
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.region = region
+        self.account_id = account_id
+        self.locations = DataLocations(self.data_dir, s3_endpoint_url)
+        self.db = Database(self.data_dir)
+        self.jobs_dir = self.data_dir / "customization" / "jobs"
+        self.models_dir = self.data_dir / "customization" / "models"
+        self.unload = unload
+        self.runner = JobRunner(self.db, self._register_completed, threads=training_threads)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Serve every Active custom model again, and resume interrupted jobs."""
+        for model in self.db.models():
+            if model.status == "Active":
+                job = self.db.job(model.job_id)
+                if job is not None and model.path and Path(model.path).exists():
+                    self._register_card(job, model)
+        self.runner.start()
+
+    def close(self) -> None:
+        self.runner.close()
+
+    # ------------------------------------------------------------------ ARNs
+
+    def _job_arn(self, base_model_id: str, job_id: str) -> str:
+        return (
+            f"arn:aws:bedrock:{self.region}:{self.account_id}:"
+            f"model-customization-job/{base_model_id}/{job_id}"
+        )
+
+    def _model_arn(self, base_model_id: str, model_id: str) -> str:
+        return f"arn:aws:bedrock:{self.region}:{self.account_id}:custom-model/{base_model_id}/{model_id}"
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        for member in ("jobName", "customModelName", "roleArn", "baseModelIdentifier"):
+            if body.get(member) is None:
+                raise _missing(member)
+        training = body.get("trainingDataConfig")
+        if not isinstance(training, dict):
+            raise _missing("trainingDataConfig")
+        if not training.get("s3Uri"):
+            raise ValidationError("trainingDataConfig.s3Uri is required: give the training data location.")
+        output = body.get("outputDataConfig")
+        if not isinstance(output, dict) or not output.get("s3Uri"):
+            raise _missing("outputDataConfig.s3Uri")
+        job_name = _pattern("jobName", body["jobName"], _JOB_NAME, 63)
+        model_name = _pattern("customModelName", body["customModelName"], _MODEL_NAME, 63)
+        _pattern("roleArn", body["roleArn"], _ROLE_ARN, 2048)
+        token = body.get("clientRequestToken")
+        if token is not None:
+            _pattern("clientRequestToken", token, _TOKEN, 256)
+            for job in self.db.jobs():
+                if job.client_request_token == token:
+                    if job.job_name != job_name:
+                        raise ConflictError(
+                            f"The client request token {token} was used for job {job.job_name}."
+                        )
+                    return {"jobArn": job.job_arn}
+        ctype = _enum("customizationType", body.get("customizationType") or "FINE_TUNING", ALL_TYPES)
+        if ctype not in SUPPORTED_TYPES:
+            raise ValidationError(
+                f"customizationType {ctype} is not supported here; use {' or '.join(SUPPORTED_TYPES)}."
+            )
+        base = self._base_card(str(body["baseModelIdentifier"]))
+        hp = parse_hyperparameters(body.get("hyperParameters"), base.context_length)
+
+        if self.db.job(job_name) is not None:
+            raise ConflictError(f"A model customization job named {job_name} already exists.")
+        if self.db.model(model_name) is not None:
+            raise ConflictError(f"A custom model named {model_name} already exists.")
+
+        train_loc = self.locations.parse(training["s3Uri"], "training data")
+        train = validate_jsonl(self.locations.read(train_loc, "training data"), ctype, "training data")
+        validators = (body.get("validationDataConfig") or {}).get("validators") or []
+        if len(validators) > 1:
+            raise ValidationError("Only one validator (validation data file) is supported.")
+        validation: list[dict[str, Any]] = []
+        validation_uris = []
+        for v in validators:
+            loc = self.locations.parse((v or {}).get("s3Uri"), "validation data")
+            validation = validate_jsonl(self.locations.read(loc, "validation data"), ctype, "validation data")
+            validation_uris.append(loc.uri)
+        out_loc = self.locations.parse(output["s3Uri"], "output")
+        self.locations.check_writable(out_loc)
+        base_path = self.store.ensure(base)
+
+        job_id, model_id = _new_id(), _new_id()
+        job_arn = self._job_arn(base.model_id, job_id)
+        model_arn = self._model_arn(base.model_id, model_id)
+        work = self.jobs_dir / job_id
+        work.mkdir(parents=True, exist_ok=True)
+        (work / files.TRAIN_RECORDS).write_text("".join(json.dumps(r) + "\n" for r in train))
+        if validation:
+            (work / files.VALIDATION_RECORDS).write_text(
+                "".join(json.dumps(r) + "\n" for r in validation)
+            )
+        spec = {
+            "job_id": job_id,
+            "model_name": model_name,
+            "customization_type": ctype,
+            "base_model_id": base.model_id,
+            "base_gguf": str(base_path),
+            "completion_only": base.chat_template == "completion",
+            "default_system": base.default_system,
+            "hp": hp.to_dict(),
+            "output": out_loc.child(f"model-customization-job-{job_id}").to_dict(),
+            "cache_root": str(self.data_dir / "cache" / "hf"),
+            "model_path": str(self.models_dir / model_id / "model.gguf"),
+            "threads": self.runner.threads,
+        }
+        files.write_json(work / files.SPEC, spec)
+        now = time.time()
+        with self.db.session() as s:
+            s.add(
+                JobRecord(
+                    job_id=job_id, job_arn=job_arn, job_name=job_name, model_name=model_name,
+                    model_id=model_id, model_arn=model_arn, client_request_token=token,
+                    role_arn=body["roleArn"], base_model_id=base.model_id,
+                    base_model_arn=foundation_model_arn(base.model_id, self.region),
+                    customization_type=ctype,
+                    hyperparameters=hp.as_bedrock(),
+                    training_uri=train_loc.uri, validation_uris=validation_uris,
+                    output_uri=out_loc.uri, status="InProgress", creation_time=now,
+                    last_modified_time=now, progress={"phase": "queued"},
+                    tags={"job": body.get("jobTags") or [], "model": body.get("customModelTags") or []},
+                    work_dir=str(work),
+                )
+            )  # fmt: skip
+            s.add(
+                CustomModelRecord(
+                    model_id=model_id, model_arn=model_arn, model_name=model_name, job_id=job_id,
+                    base_model_id=base.model_id, status="Creating", creation_time=now,
+                )
+            )  # fmt: skip
+        return {"jobArn": job_arn}
+
+    def _base_card(self, identifier: str) -> ModelCard:
+        try:
+            card = self.resolver.resolve(identifier).card
+        except (ValidationError, ResourceNotFoundError):
+            raise ValidationError(
+                f"The base model {identifier} is not a model this server can customize; "
+                "see ListFoundationModels."
+            ) from None
+        if card.custom or card.engine != "llamacpp" or "TEXT" not in card.output_modalities:
+            raise ValidationError(
+                f"The base model {identifier} cannot be customized: only built-in text "
+                "generation models can be."
+            )
+        return card
+
+    def _job(self, identifier: str) -> JobRecord:
+        job = self.db.job(identifier)
+        if job is None:
+            raise ResourceNotFoundError(f"Could not find model customization job {identifier}.")
+        return job
+
+    def job_details(self, job: JobRecord) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "jobArn": job.job_arn,
+            "jobName": job.job_name,
+            "outputModelName": job.model_name,
+            "roleArn": job.role_arn,
+            "status": job.status,
+            "creationTime": job.creation_time,
+            "lastModifiedTime": job.last_modified_time,
+            "baseModelArn": job.base_model_arn,
+            "hyperParameters": job.hyperparameters,
+            "trainingDataConfig": {"s3Uri": job.training_uri},
+            "validationDataConfig": {"validators": [{"s3Uri": u} for u in job.validation_uris]},
+            "outputDataConfig": {"s3Uri": job.output_uri},
+            "customizationType": job.customization_type,
+            "statusDetails": self._status_details(job),
+        }
+        if job.client_request_token:
+            out["clientRequestToken"] = job.client_request_token
+        if job.status == "Completed":
+            out["outputModelArn"] = job.model_arn
+        if job.failure_message:
+            out["failureMessage"] = job.failure_message[:2048]
+        if job.end_time:
+            out["endTime"] = job.end_time
+        if job.training_loss is not None:
+            out["trainingMetrics"] = {"trainingLoss": job.training_loss}
+        if job.validation_losses:
+            out["validationMetrics"] = [{"validationLoss": v} for v in job.validation_losses]
+        return out
+
+    def _status_details(self, job: JobRecord) -> dict[str, Any]:
+        phase = (job.progress or {}).get("phase", "queued")
+        order = ["validation", "dataProcessing", "training"]
+        at = {"queued": 0, "loading": 1, "tokenizing": 1}.get(phase, 2)
+        if job.status == "Completed":
+            at = 3
+        details = {}
+        for i, name in enumerate(order):
+            if i < at:
+                status = "Completed"
+            elif i == at:
+                status = {"InProgress": "InProgress", "Stopping": "Stopping"}.get(
+                    job.status, job.status if job.status in ("Failed", "Stopped") else "InProgress"
+                )
+            else:
+                status = "NotStarted"
+            details[f"{name}Details"] = {
+                "status": status,
+                "creationTime": job.creation_time,
+                "lastModifiedTime": job.last_modified_time,
+            }
+        return details
+
+    def get_job(self, identifier: str) -> dict[str, Any]:
+        return self.job_details(self._job(identifier))
+
+    def list_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
+        status = _enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
+        _enum("sortBy", q.get("sortBy"), ("CreationTime",))
+        order = _enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
+        after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
+        before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
+        name = q.get("nameContains")
+        jobs = [
+            j
+            for j in self.db.jobs()
+            if (status is None or j.status == status)
+            and (name is None or name.lower() in j.job_name.lower())
+            and (after is None or j.creation_time > after)
+            and (before is None or j.creation_time < before)
+        ]
+        jobs.sort(key=lambda j: j.creation_time, reverse=order == "Descending")
+        page, token = _page(jobs, q.get("maxResults"), q.get("nextToken"))
+        summaries = []
+        for j in page:
+            s = {
+                "jobArn": j.job_arn,
+                "baseModelArn": j.base_model_arn,
+                "jobName": j.job_name,
+                "status": j.status,
+                "statusDetails": self._status_details(j),
+                "lastModifiedTime": j.last_modified_time,
+                "creationTime": j.creation_time,
+                "customModelName": j.model_name,
+                "customizationType": j.customization_type,
+            }
+            if j.status == "Completed":
+                s["customModelArn"] = j.model_arn
+            if j.end_time:
+                s["endTime"] = j.end_time
+            summaries.append(s)
+        out: dict[str, Any] = {"modelCustomizationJobSummaries": summaries}
+        if token:
+            out["nextToken"] = token
+        return out
+
+    def stop_job(self, identifier: str) -> None:
+        job = self._job(identifier)
+        if job.status not in ("InProgress", "Stopping"):
+            raise ValidationError(
+                f"The model customization job {job.job_name} is {job.status} and cannot be stopped."
+            )
+        if job.status == "InProgress":
+            self.db.update_job(job.job_id, status="Stopping")
+        self.runner.stop(job.job_id)
+
+    # ------------------------------------------------------------------ custom models
+
+    def _model(self, identifier: str) -> CustomModelRecord:
+        model = self.db.model(identifier)
+        if model is None:
+            raise ResourceNotFoundError(f"Could not find custom model {identifier}.")
+        return model
+
+    def get_model(self, identifier: str) -> dict[str, Any]:
+        model = self._model(identifier)
+        job = self.db.job(model.job_id)
+        out: dict[str, Any] = {
+            "modelArn": model.model_arn,
+            "modelName": model.model_name,
+            "baseModelArn": foundation_model_arn(model.base_model_id, self.region),
+            "creationTime": model.creation_time,
+            "modelStatus": model.status,
+        }
+        if job is not None:
+            details = self.job_details(job)
+            out.update(
+                jobName=job.job_name,
+                jobArn=job.job_arn,
+                customizationType=job.customization_type,
+                hyperParameters=job.hyperparameters,
+                trainingDataConfig=details["trainingDataConfig"],
+                validationDataConfig=details["validationDataConfig"],
+                outputDataConfig=details["outputDataConfig"],
+            )
+            if "trainingMetrics" in details:
+                out["trainingMetrics"] = details["trainingMetrics"]
+            if "validationMetrics" in details:
+                out["validationMetrics"] = details["validationMetrics"]
+        if model.failure_message:
+            out["failureMessage"] = model.failure_message[:2048]
+        return out
+
+    def list_models(self, q: dict[str, str | None]) -> dict[str, Any]:
+        _enum("sortBy", q.get("sortBy"), ("CreationTime",))
+        order = _enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
+        status = _enum("modelStatus", q.get("modelStatus"), MODEL_STATUSES)
+        after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
+        before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
+        name = q.get("nameContains")
+        base_arn = q.get("baseModelArnEquals") or q.get("foundationModelArnEquals")
+        if q.get("isOwned") == "false":
+            models: list[CustomModelRecord] = []  # everything here is owned by this account
+        else:
+            models = self.db.models()
+        models = [
+            m
+            for m in models
+            if (status is None or m.status == status)
+            and (name is None or name.lower() in m.model_name.lower())
+            and (after is None or m.creation_time > after)
+            and (before is None or m.creation_time < before)
+            and (base_arn is None or foundation_model_arn(m.base_model_id, self.region) == base_arn)
+        ]
+        models.sort(key=lambda m: m.creation_time, reverse=order == "Descending")
+        page, token = _page(models, q.get("maxResults"), q.get("nextToken"))
+        jobs = {j.job_id: j for j in self.db.jobs()}
+        summaries = []
+        for m in page:
+            job = jobs.get(m.job_id)
+            summaries.append(
+                {
+                    "modelArn": m.model_arn,
+                    "modelName": m.model_name,
+                    "creationTime": m.creation_time,
+                    "baseModelArn": foundation_model_arn(m.base_model_id, self.region),
+                    "baseModelName": m.base_model_id.split(":")[0].rsplit("-v", 1)[0],
+                    "customizationType": job.customization_type if job else "FINE_TUNING",
+                    "ownerAccountId": self.account_id,
+                    "modelStatus": m.status,
+                }
+            )
+        out: dict[str, Any] = {"modelSummaries": summaries}
+        if token:
+            out["nextToken"] = token
+        return out
+
+    def delete_model(self, identifier: str) -> None:
+        model = self._model(identifier)
+        if model.status == "Creating":
+            raise ConflictError(
+                f"The custom model {model.model_name} is still being created by job "
+                f"{model.job_id}; stop the job first."
+            )
+        card = self.catalog.find_custom(model.model_arn)
+        if card is not None:
+            self.catalog.unregister(card.model_id)
+            if self.unload is not None:
+                self.unload(card.model_id)
+        self.db.delete_model(model.model_id)
+        shutil.rmtree(self.models_dir / model.model_id, ignore_errors=True)
+
+    # ------------------------------------------------------------------ serving
+
+    def _register_completed(self, job: JobRecord, model: CustomModelRecord) -> None:
+        self._register_card(job, model)
+
+    def _register_card(self, job: JobRecord, model: CustomModelRecord) -> None:
+        base = self.catalog.get(model.base_model_id)
+        if base is None or not model.path:
+            return
+        card = base.model_copy(
+            update={
+                "model_id": model.model_name,
+                "name": model.model_name,
+                "sources": (),
+                "file_name": Path(model.path).name,
+                "sha256": None,
+                "size_bytes": None,
+                "custom": True,
+                "arn": model.model_arn,
+                "local_path": model.path,
+                "customizations_supported": (),
+                "notes": f"Custom model from job {job.job_name} on {base.model_id}.",
+            }
+        )
+        self.catalog.register(card)

@@ -1,0 +1,52 @@
+"""The benchmark's pieces that need no server: statistics, options, the instant engine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from outcrop.bench import options, report
+from outcrop.bench.instant_engine import InstantEngine
+from outcrop.engines.base import Finished, GenerationRequest, TextChunk
+
+
+def test_percentile_interpolates_and_handles_empty():
+    assert report.percentile([], 50) is None
+    assert report.percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert report.percentile([0.0, 10.0], 99) == 9.9
+
+
+def test_instant_engine_answers_max_tokens_chunks_then_length():
+    engine = InstantEngine("m")
+
+    async def collect():
+        return [e async for e in engine.generate(GenerationRequest([1, 2, 3], max_tokens=5))]
+
+    events = asyncio.run(collect())
+    assert [type(e) for e in events] == [TextChunk] * 5 + [Finished]
+    assert events[-1].reason == "length" and events[-1].completion_tokens == 5
+
+
+def test_bench_options_default_requests_to_twice_concurrency_and_slots_to_concurrency():
+    parser = argparse.ArgumentParser()
+    options.add_arguments(parser)
+    opts = options.from_args(
+        parser.parse_args(["--concurrency", "8", "--model", "gemma"]), Path(".")
+    )
+    assert (opts.requests, opts.parallel, opts.models) == (16, 8, [options.GEMMA])
+    quick = options.from_args(parser.parse_args(["--quick"]), Path("."))
+    assert quick.quick and quick.requests <= 8 and quick.max_tokens <= 16
+
+
+def test_targets_report_pass_and_fail_without_asserting():
+    model = {
+        "ratios": {
+            "throughput_vs_ceiling": 0.97,
+            "ttft_p99_vs_one_at_a_time": 0.2,
+            "single_stream_api_vs_raw": 0.99,
+        }
+    }
+    rows = report.targets(model, {"added_latency_p50_ms": 0.8})
+    assert [r["pass"] for r in rows] == [True, False, True, True]
+    assert report.cost(3.6, 1000.0, None)["output_usd_per_million_tokens"] == 1.0
