@@ -101,6 +101,54 @@ def _alias_arg(text: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- commands
 
 
+def cmd_models_ps(args: argparse.Namespace) -> int:
+    """Ask a running server (SigV4 with this data dir's credentials) what it has loaded."""
+    import httpx
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from outcrop.credentials import load_or_create_credentials
+
+    settings = _settings(args)
+    endpoint = (args.endpoint or f"http://{settings.host}:{settings.port}").rstrip("/")
+    if settings.access_key_id and settings.secret_access_key:
+        key, secret = settings.access_key_id, settings.secret_access_key
+    else:
+        key, secret, _ = load_or_create_credentials(settings.data_dir)
+    request = AWSRequest(method="GET", url=endpoint + "/outcrop/ps")
+    SigV4Auth(Credentials(key, secret), "bedrock", settings.region).add_auth(request)
+    try:
+        response = httpx.get(request.url, headers=dict(request.headers), timeout=10)
+    except httpx.HTTPError as exc:
+        raise CliError(f"no outcrop server answered at {endpoint}: {exc}") from None
+    if response.status_code != 200:
+        raise CliError(f"{endpoint} answered {response.status_code}: {response.text}")
+    models = response.json()["models"]
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Loaded models ({endpoint})")
+    for col in ("model", "memory", "running", "waiting", "slots/batch", "idle"):
+        table.add_column(col)
+    for m in models:
+        table.add_row(
+            m["modelId"],
+            _human(m.get("memoryBytes")),
+            str(m.get("running", "")),
+            str(m.get("waiting", "")),
+            str(m.get("slots", m.get("max_batch", ""))),
+            f"{m.get('idleSeconds', 0):.0f}s",
+        )
+    if not models:
+        table.caption = "nothing loaded"
+    Console().print(table)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(
         args,
@@ -112,6 +160,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         n_threads=args.threads,
         s3_endpoint_url=args.s3_endpoint_url,
         training_threads=args.training_threads,
+        max_loaded_models=args.max_loaded_models,
+        memory_budget_mb=args.memory_budget_mb,
+        keep_alive=args.keep_alive,
     )
     if args.alias:
         # --alias flags come first: they win over aliases from the environment / config file.
@@ -314,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preload", nargs="+", action="extend", metavar="MODEL_ID", help="load at start-up"
     )
+    p.add_argument("--max-loaded-models", type=int, default=None, help="models loaded at once")
+    p.add_argument("--memory-budget-mb", type=int, default=None, help="memory for loaded models")
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        default=None,
+        help="seconds an idle model stays loaded (-1: forever)",
+    )
     p.set_defaults(func=cmd_serve)
 
     models = sub.add_parser("models", help="manage local models")
@@ -332,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("rm", parents=[common], help="remove an installed model")
     p.add_argument("model_id", metavar="MODEL_ID")
     p.set_defaults(func=cmd_models_rm)
+
+    p = msub.add_parser("ps", parents=[common], help="what a running server has loaded")
+    p.add_argument("--endpoint", default=None, help="server URL (default: from settings)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_ps)
 
     p = msub.add_parser("show", parents=[common], help="show a model card")
     p.add_argument("model_id", metavar="MODEL_ID")

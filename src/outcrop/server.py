@@ -18,6 +18,7 @@ from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
 from outcrop.credentials import export_lines, load_or_create_credentials
 from outcrop.engines.base import Engine
+from outcrop.metering import Metrics
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver
@@ -90,7 +91,16 @@ def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
     store = ModelStore(settings.data_dir)
-    manager = ModelManager(store, engine_factory(settings))
+    keep_alive = settings.keep_alive
+    manager = ModelManager(
+        store,
+        engine_factory(settings),
+        max_loaded=settings.max_loaded_models,
+        memory_budget_bytes=settings.memory_budget_mb * 2**20
+        if settings.memory_budget_mb
+        else None,
+        keep_alive=None if keep_alive is None or keep_alive < 0 else keep_alive,
+    )
 
     keys: dict[str, str] = {}
     created = False
@@ -106,7 +116,8 @@ def build_server(settings: Settings) -> Server:
     authenticator = Authenticator(keys, api_keys, mode=settings.auth)
 
     router = Router()
-    runtime = RuntimeService(resolver, manager)
+    metrics = Metrics(manager)
+    runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
     RuntimeApi(runtime, embeddings).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
@@ -114,7 +125,7 @@ def build_server(settings: Settings) -> Server:
     AdminApi(manager).register(router)
     customization = _customization(settings, catalog, resolver, store, manager)
     CustomizationApi(customization).register(router)
-    app = OutcropApp(router, authenticator)
+    app = OutcropApp(router, authenticator, metrics)
     app.on_shutdown.append(customization.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)
@@ -129,11 +140,12 @@ def serve(settings: Settings, preload: list[str] | None = None) -> None:
     server = build_server(settings)
     endpoint = f"http://{settings.host}:{settings.port}"
     if server.access_key and settings.auth == "sigv4":
-        note = "created" if server.created_credentials else "loaded"
-        print(
-            f"outcrop: credentials {note} in {settings.data_dir}; point clients here with:",
-            file=sys.stderr,
-        )
+        if settings.access_key_id:
+            note = "from OUTCROP_ACCESS_KEY_ID / OUTCROP_SECRET_ACCESS_KEY"
+        else:
+            verb = "created" if server.created_credentials else "loaded"
+            note = f"{verb} in {settings.data_dir}"
+        print(f"outcrop: credentials {note}; point clients here with:", file=sys.stderr)
         print(export_lines(endpoint, *server.access_key, settings.region), file=sys.stderr)
     elif settings.auth == "none":
         print(

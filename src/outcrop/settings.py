@@ -173,6 +173,13 @@ class Settings(BaseSettings):
     n_threads: int | None = Field(None, ge=1)
     """CPU threads for inference; None = auto."""
     n_ctx: int = Field(2048, ge=256)
+    """Context tokens per sequence (KV cache per slot)."""
+    max_loaded_models: int = Field(3, ge=1)
+    """Models kept loaded at once; the least recently used idle one is unloaded first."""
+    memory_budget_mb: int | None = Field(None, ge=1)
+    """Upper bound on the measured memory of loaded models; None = no budget."""
+    keep_alive: float | None = Field(300.0)
+    """Seconds an idle model stays loaded; None or a negative value = forever."""
     prefill_chunk: int = Field(64, ge=1)
     s3_endpoint_url: str | None = None
     """S3-compatible endpoint for ``s3://`` data in customization jobs; None maps

@@ -96,7 +96,11 @@ def test_streamed_tool_use_arrives_as_json_fragments(runtime):
     assert kinds[:2] == ["messageStart", "contentBlockStart"]
     start = events[1]["contentBlockStart"]["start"]["toolUse"]
     assert start["name"] == "get_weather" and start["toolUseId"].startswith("tooluse_")
-    fragments = [e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events if "contentBlockDelta" in e]
+    fragments = [
+        e["contentBlockDelta"]["delta"]["toolUse"]["input"]
+        for e in events
+        if "contentBlockDelta" in e
+    ]
     assert len(fragments) >= 1
     assert json.loads("".join(fragments)) == plain["input"]
     assert events[-2]["messageStop"]["stopReason"] == "tool_use"
@@ -180,7 +184,9 @@ def test_anthropic_body_forced_tool(runtime):
         "tool_choice": {"type": "any"},
         "messages": [{"role": "user", "content": "Weather in Rome?"}],
     }
-    resp = runtime.invoke_model(modelId="anthropic.claude-3-haiku-20240307-v1:0", body=json.dumps(body))
+    resp = runtime.invoke_model(
+        modelId="anthropic.claude-3-haiku-20240307-v1:0", body=json.dumps(body)
+    )
     out = json.loads(resp["body"].read())
     assert out["stop_reason"] == "tool_use"
     (block,) = [b for b in out["content"] if b["type"] == "tool_use"]
@@ -203,7 +209,9 @@ def test_anthropic_body_forced_tool(runtime):
             [
                 {
                     "role": "user",
-                    "content": [{"toolResult": {"toolUseId": "tooluse_x", "content": [{"text": "1"}]}}],
+                    "content": [
+                        {"toolResult": {"toolUseId": "tooluse_x", "content": [{"text": "1"}]}}
+                    ],
                 }
             ],
         ),

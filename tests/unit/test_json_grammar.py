@@ -40,7 +40,10 @@ def test_strings_are_bounded_and_integers_ranged_in_a_schema():
     g = schema_to_gbnf(
         {
             "type": "object",
-            "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 20}, "s": {"type": "string"}},
+            "properties": {
+                "n": {"type": "integer", "minimum": 1, "maximum": 20},
+                "s": {"type": "string"},
+            },
             "required": ["n", "s"],
         }
     )

@@ -21,7 +21,16 @@ class AdminApi:
 
     async def ps(self, call: Call) -> Response:
         models = [
-            {"modelId": item.card.model_id, **asdict(item.engine.stats())}
+            {
+                "modelId": item.card.model_id,
+                "memoryBytes": item.memory_bytes,
+                "loadedAt": item.loaded_at,
+                "idleSeconds": round(item.idle_seconds(), 1),
+                **asdict(item.engine.stats()),
+            }
             for item in self.manager.loaded()
         ]
-        return json_response({"models": models}, call.request_id)
+        return json_response(
+            {"models": models, "loading": self.manager.loading(), "unloads": self.manager.unloads},
+            call.request_id,
+        )

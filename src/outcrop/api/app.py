@@ -8,10 +8,12 @@ shape, or the shape the router declares for the path's prefix (OpenAI's under ``
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -25,6 +27,7 @@ from outcrop.errors import (
     UnknownOperationError,
     ValidationError,
 )
+from outcrop.metering import Metrics
 
 log = logging.getLogger("outcrop.api")
 
@@ -61,9 +64,12 @@ class Call:
 
 
 class OutcropApp:
-    def __init__(self, router: Router, authenticator: Authenticator) -> None:
+    def __init__(
+        self, router: Router, authenticator: Authenticator, metrics: Metrics | None = None
+    ) -> None:
         self.router = router
         self.authenticator = authenticator
+        self.metrics = metrics
         self.on_shutdown: list[Callable[[], Awaitable[None] | None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,6 +87,20 @@ class OutcropApp:
         method = request.method
         if raw_path in ("/health", "/ping") and method in ("GET", "HEAD"):
             return json_response({"status": "ok"}, request_id)
+        if raw_path == "/metrics" and method == "GET" and self.metrics is not None:
+            # Unauthenticated, like /health: Prometheus scrapers carry no AWS keys.
+            return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        started = time.perf_counter()
+        operation = "Unknown"
+        response = await self._dispatch(request, request_id, raw_path, method)
+        if self.metrics is not None:
+            operation = request.scope.get("outcrop.operation", operation)
+            self.metrics.request(operation, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def _dispatch(
+        self, request: Request, request_id: str, raw_path: str, method: str
+    ) -> Response:
         render = self.router.error_renderer(raw_path) or error_response
         try:
             body = await _read_body(request)
@@ -93,6 +113,7 @@ class OutcropApp:
             if not found:
                 raise UnknownOperationError(f"No operation matches {method} {raw_path}.")
             route, labels = found
+            request.scope["outcrop.operation"] = route.operation
             call = Call(request, labels, body, request_id, principal)
             return await route.handler(call)
         except OutcropError as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from outcrop.engines.base import EngineEvent, Finished, GenerationRequest, TextChunk, TextEngine
 from outcrop.errors import ValidationError
+from outcrop.metering import Metrics
 from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver
@@ -39,9 +40,12 @@ class Prepared:
 
 
 class RuntimeService:
-    def __init__(self, resolver: ModelResolver, manager: ModelManager) -> None:
+    def __init__(
+        self, resolver: ModelResolver, manager: ModelManager, metrics: Metrics | None = None
+    ) -> None:
         self.resolver = resolver
         self.manager = manager
+        self.metrics = metrics
 
     async def _engine_for(self, model_id: str) -> tuple[ModelCard, TextEngine]:
         card = self.resolver.resolve(model_id).card
@@ -107,7 +111,14 @@ class RuntimeService:
             gen.stop = []
         events = engine.generate(gen)
         return Prepared(
-            card, engine, events, len(tokens), prompt.implicit_stops, started, tool_plan, output_plan
+            card,
+            engine,
+            events,
+            len(tokens),
+            prompt.implicit_stops,
+            started,
+            tool_plan,
+            output_plan,
         )
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[StreamEvent]:
@@ -119,9 +130,18 @@ class RuntimeService:
         first_token_ms = 0
         started_text = False
         held: list[str] | None = None
+        metrics, model = self.metrics, prepared.card.model_id
+        last = 0.0
         async for event in prepared.events:
             if isinstance(event, TextChunk):
                 text = event.text
+                if metrics is not None:
+                    now = time.perf_counter()
+                    if last:
+                        metrics.itl.labels(model).observe(now - last)
+                    else:
+                        metrics.ttft.labels(model).observe(now - prepared.started)
+                    last = now
                 if held is not None:
                     held.append(text)
                     continue
@@ -137,6 +157,8 @@ class RuntimeService:
                 yield TextDelta(text)
             elif isinstance(event, Finished):
                 result = self._result("", event, prepared, first_token_ms)
+                if metrics is not None:
+                    metrics.usage(model, result.usage.input_tokens, result.usage.output_tokens)
                 if held is not None:
                     self._attach_tool_call("".join(held), result, prepared)
                     if result.text:
