@@ -129,27 +129,7 @@ class LlamaCppEngine(TextEngine):
         events: asyncio.Queue[EngineEvent | Exception] = asyncio.Queue()
         seq = Sequence(request, emit=events.put_nowait, loop=loop, sampler=sampler)
         self._inbox.put(("add", seq))
-        return self._stream(seq, events)
-
-    async def _stream(
-        self, seq: Sequence, events: asyncio.Queue[EngineEvent | Exception]
-    ) -> AsyncIterator[EngineEvent]:
-        done = False
-        try:
-            while True:
-                event = await events.get()
-                if isinstance(event, Exception):
-                    done = True
-                    raise event
-                yield event
-                if isinstance(event, Finished):
-                    done = True
-                    return
-        finally:
-            if not done:
-                # The consumer went away (client disconnect): free the slot now.
-                seq.cancelled = True
-                self._inbox.put(("cancel", seq))
+        return _Generation(self._inbox, seq, events)
 
     def close(self) -> None:
         if self._closed:
@@ -313,6 +293,56 @@ class LlamaCppEngine(TextEngine):
                 loop.call_soon_threadsafe(_dispatch, items)
             except RuntimeError:
                 pass  # that event loop is closed; its consumers are gone
+
+
+class _Generation:
+    """The consumer's view of one sequence: an async iterator of engine events.
+
+    However the consumer stops early — aclose(), cancellation while waiting (client
+    disconnect), or dropping an iterator it never started — the sequence is cancelled
+    and its slot freed at the engine's next step.
+    """
+
+    def __init__(
+        self,
+        inbox: queue.SimpleQueue,
+        seq: Sequence,
+        events: asyncio.Queue[EngineEvent | Exception],
+    ) -> None:
+        self._inbox = inbox
+        self._seq = seq
+        self._events = events
+        self._done = False
+
+    def __aiter__(self) -> _Generation:
+        return self
+
+    async def __anext__(self) -> EngineEvent:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            event = await self._events.get()
+        except BaseException:
+            self._cancel()
+            raise
+        if isinstance(event, Exception):
+            self._done = True
+            raise event
+        if isinstance(event, Finished):
+            self._done = True
+        return event
+
+    async def aclose(self) -> None:
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if not self._done:
+            self._done = True
+            self._seq.cancelled = True
+            self._inbox.put(("cancel", self._seq))
+
+    def __del__(self) -> None:
+        self._cancel()
 
 
 def _dispatch(items: list[tuple[Sequence, EngineEvent | Exception]]) -> None:
