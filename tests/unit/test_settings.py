@@ -31,7 +31,7 @@ def test_defaults(monkeypatch, tmp_path):
         64,
         32,
         None,
-        4096,
+        2048,
         64,
     )
     assert s.access_key_id is None and s.secret_access_key is None and s.api_key is None
