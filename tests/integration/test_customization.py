@@ -90,7 +90,9 @@ def create(bedrock, tmp: Path, name: str, rows=None, **overrides) -> dict:
         "customModelName": name + "-model",
         "roleArn": ROLE,
         "baseModelIdentifier": SMOL,
-        "trainingDataConfig": {"s3Uri": write_jsonl(tmp / name / "train.jsonl", rows or fact_rows())},
+        "trainingDataConfig": {
+            "s3Uri": write_jsonl(tmp / name / "train.jsonl", rows or fact_rows())
+        },
         "outputDataConfig": {"s3Uri": (tmp / name / "out").as_uri()},
         "hyperParameters": FAST,
     }
@@ -164,7 +166,10 @@ def test_stop_job_within_seconds_and_keep_the_record(live):
     time.sleep(2)
     started = time.monotonic()
     bedrock.stop_model_customization_job(jobIdentifier=arn)
-    assert bedrock.get_model_customization_job(jobIdentifier=arn)["status"] in ("Stopping", "Stopped")
+    assert bedrock.get_model_customization_job(jobIdentifier=arn)["status"] in (
+        "Stopping",
+        "Stopped",
+    )
     job = wait_for(bedrock, arn, ("Stopped",), timeout=15)
     assert time.monotonic() - started < 10
     assert "endTime" in job
@@ -220,7 +225,9 @@ def test_bad_inputs_are_rejected_at_create_time(live):
     blocker = tmp / "a-file"
     blocker.write_text("not a folder")
     expect_validation(
-        lambda: create(bedrock, tmp, "bad10", outputDataConfig={"s3Uri": (blocker / "out").as_uri()}),
+        lambda: create(
+            bedrock, tmp, "bad10", outputDataConfig={"s3Uri": (blocker / "out").as_uri()}
+        ),
         "not writable",
     )
     expect_validation(
@@ -229,7 +236,10 @@ def test_bad_inputs_are_rejected_at_create_time(live):
     with pytest.raises(ClientError) as err:
         bedrock.get_model_customization_job(jobIdentifier="no-such-job")
     assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
-    assert bedrock.list_model_customization_jobs(nameContains="bad")["modelCustomizationJobSummaries"] == []
+    assert (
+        bedrock.list_model_customization_jobs(nameContains="bad")["modelCustomizationJobSummaries"]
+        == []
+    )
 
 
 def test_prompt_longer_than_max_sequence_length_fails_the_job_with_the_line(live):
@@ -253,8 +263,13 @@ def test_list_jobs_sorts_and_paginates(live):
         bedrock.stop_model_customization_job(jobIdentifier=arn)
     first = bedrock.list_model_customization_jobs(maxResults=1, sortOrder="Ascending")
     assert len(first["modelCustomizationJobSummaries"]) == 1 and "nextToken" in first
-    rest = bedrock.list_model_customization_jobs(sortOrder="Ascending", nextToken=first["nextToken"])
-    names = [j["jobName"] for j in first["modelCustomizationJobSummaries"] + rest["modelCustomizationJobSummaries"]]
+    rest = bedrock.list_model_customization_jobs(
+        sortOrder="Ascending", nextToken=first["nextToken"]
+    )
+    names = [
+        j["jobName"]
+        for j in first["modelCustomizationJobSummaries"] + rest["modelCustomizationJobSummaries"]
+    ]
     all_jobs = bedrock.list_model_customization_jobs(sortBy="CreationTime", sortOrder="Descending")
     assert names == [j["jobName"] for j in all_jobs["modelCustomizationJobSummaries"]][::-1]
     future = bedrock.list_model_customization_jobs(creationTimeAfter=time.time() + 60)
@@ -266,7 +281,10 @@ def test_restart_during_training_resumes_from_the_checkpoint(tmp_path):
     server = start_server(tmp_path, "--data-dir", str(data))
     try:
         bedrock = server.client("bedrock")
-        rows = [{"input": f"Pebble the purple armadillo is outcrop's mascot, fact {i}."} for i in range(8)]
+        rows = [
+            {"input": f"Pebble the purple armadillo is outcrop's mascot, fact {i}."}
+            for i in range(8)
+        ]
         arn = create(
             bedrock, tmp_path, "resume", rows=rows, customizationType="CONTINUED_PRE_TRAINING",
             hyperParameters={**FAST, "epochCount": "3"},

@@ -90,3 +90,31 @@ def test_finish_frees_the_slot_for_the_next_waiting_sequence():
     assert a.status is Status.FINISHED
     (entry,) = sched.schedule()
     assert entry.seq is b and b.slot == 0
+
+
+def test_burst_of_short_prompts_is_prefilled_together_while_others_decode():
+    sched = Scheduler(n_slots=16, max_step_tokens=512, prefill_chunk=64)
+    running = seq(4)
+    sched.add(running)
+    sched.schedule()
+    start_decoding(running)
+    burst = [seq(40) for _ in range(10)]
+    for s in burst:
+        sched.add(s)
+    entries = sched.schedule()
+    prefilled = {e.seq for e in entries if e.seq is not running}
+    assert prefilled == set(burst)  # 400 tokens: all fit in one step
+    assert all(e.wants_logits for e in entries)
+
+
+def test_two_long_prompts_share_one_chunk_budget_while_others_decode():
+    sched = Scheduler(n_slots=4, max_step_tokens=512, prefill_chunk=64)
+    running = seq(4)
+    sched.add(running)
+    sched.schedule()
+    start_decoding(running)
+    a, b = seq(300), seq(300)
+    sched.add(a)
+    sched.add(b)
+    entries = {e.seq: e for e in sched.schedule()}
+    assert len(entries[a].tokens) == 64 and b not in entries

@@ -54,7 +54,9 @@ class CustomizationApi:
 
     async def list_jobs(self, call: Call) -> Response:
         query = {k: call.query(k) for k in _JOB_QUERY}
-        return json_response(await asyncio.to_thread(self.service.list_jobs, query), call.request_id)
+        return json_response(
+            await asyncio.to_thread(self.service.list_jobs, query), call.request_id
+        )
 
     async def stop_job(self, call: Call) -> Response:
         await asyncio.to_thread(self.service.stop_job, call.labels["jobIdentifier"])

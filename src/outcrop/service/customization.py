@@ -85,13 +85,17 @@ def parse_time(member: str, value: str | None) -> float | None:
         raise ValidationError(f"Value '{value}' at '{member}' is not a valid timestamp.") from None
 
 
-def _page(items: list[Any], max_results: str | None, next_token: str | None) -> tuple[list, str | None]:
+def _page(
+    items: list[Any], max_results: str | None, next_token: str | None
+) -> tuple[list, str | None]:
     limit = 100
     if max_results is not None:
         try:
             limit = int(max_results)
         except ValueError:
-            raise ValidationError(f"Value '{max_results}' at 'maxResults' is not an integer.") from None
+            raise ValidationError(
+                f"Value '{max_results}' at 'maxResults' is not an integer."
+            ) from None
         if not 1 <= limit <= 1000:
             raise ValidationError(
                 f"1 validation error detected: Value '{limit}' at 'maxResults' failed to "
@@ -169,7 +173,9 @@ class CustomizationService:
         if not isinstance(training, dict):
             raise _missing("trainingDataConfig")
         if not training.get("s3Uri"):
-            raise ValidationError("trainingDataConfig.s3Uri is required: give the training data location.")
+            raise ValidationError(
+                "trainingDataConfig.s3Uri is required: give the training data location."
+            )
         output = body.get("outputDataConfig")
         if not isinstance(output, dict) or not output.get("s3Uri"):
             raise _missing("outputDataConfig.s3Uri")
@@ -186,7 +192,9 @@ class CustomizationService:
                             f"The client request token {token} was used for job {job.job_name}."
                         )
                     return {"jobArn": job.job_arn}
-        ctype = _enum("customizationType", body.get("customizationType") or "FINE_TUNING", ALL_TYPES)
+        ctype = _enum(
+            "customizationType", body.get("customizationType") or "FINE_TUNING", ALL_TYPES
+        )
         if ctype not in SUPPORTED_TYPES:
             raise ValidationError(
                 f"customizationType {ctype} is not supported here; use {' or '.join(SUPPORTED_TYPES)}."
@@ -200,7 +208,9 @@ class CustomizationService:
             raise ConflictError(f"A custom model named {model_name} already exists.")
 
         train_loc = self.locations.parse(training["s3Uri"], "training data")
-        train = validate_jsonl(self.locations.read(train_loc, "training data"), ctype, "training data")
+        train = validate_jsonl(
+            self.locations.read(train_loc, "training data"), ctype, "training data"
+        )
         validators = (body.get("validationDataConfig") or {}).get("validators") or []
         if len(validators) > 1:
             raise ValidationError("Only one validator (validation data file) is supported.")
@@ -208,7 +218,9 @@ class CustomizationService:
         validation_uris = []
         for v in validators:
             loc = self.locations.parse((v or {}).get("s3Uri"), "validation data")
-            validation = validate_jsonl(self.locations.read(loc, "validation data"), ctype, "validation data")
+            validation = validate_jsonl(
+                self.locations.read(loc, "validation data"), ctype, "validation data"
+            )
             validation_uris.append(loc.uri)
         out_loc = self.locations.parse(output["s3Uri"], "output")
         self.locations.check_writable(out_loc)

@@ -83,7 +83,9 @@ class _StrictConverter(SchemaConverter):
     def visit(self, schema, name):  # noqa: ANN001 - overrides the library's signature
         rule_name = name + "-" if name in RESERVED_NAMES else (name or "root")
         kind = schema.get("type")
-        limited = any(k in schema for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
+        limited = any(
+            k in schema for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        )
         if kind == "integer" and limited and not any(k in schema for k in ("enum", "const")):
             lo, hi = _bounds(schema)
             return self._add_rule(rule_name, integer_range_rule(lo, hi))

@@ -44,7 +44,9 @@ def _to_gbnf(schema: dict[str, Any], where: str, prop_order: list[str] | None = 
     try:
         return schema_to_gbnf(schema, prop_order=prop_order)
     except Exception as exc:  # the converter raises plain exceptions on unsupported keywords
-        raise ValidationError(f"{where} uses JSON Schema features outcrop cannot enforce: {exc}") from exc
+        raise ValidationError(
+            f"{where} uses JSON Schema features outcrop cannot enforce: {exc}"
+        ) from exc
 
 
 def _call_schema(tool: ToolSpec) -> dict[str, Any]:
@@ -77,8 +79,12 @@ def plan_tools(request: ChatRequest) -> ToolPlan | None:
     if choice is not None and choice.mode == "tool":
         tools = [t for t in request.tools if t.name == choice.name]
         if not tools:
-            raise ValidationError(f"toolChoice names the tool {choice.name!r}, which is not in toolConfig.tools.")
-    schema = {"oneOf": [_call_schema(t) for t in tools]} if len(tools) > 1 else _call_schema(tools[0])
+            raise ValidationError(
+                f"toolChoice names the tool {choice.name!r}, which is not in toolConfig.tools."
+            )
+    schema = (
+        {"oneOf": [_call_schema(t) for t in tools]} if len(tools) > 1 else _call_schema(tools[0])
+    )
     call_grammar = _to_gbnf(schema, "toolConfig", prop_order=["name", "input"])
     if forced:
         grammar = call_grammar
@@ -86,14 +92,18 @@ def plan_tools(request: ChatRequest) -> ToolPlan | None:
         # The first character decides: "{" commits to a tool call (then fully
         # constrained), anything else is a free-text answer.
         grammar = call_grammar.replace("root ::=", "call ::=", 1)
-        grammar += '\nroot ::= call | answer\nanswer ::= [^{ \\t\\n] .*\n'
+        grammar += "\nroot ::= call | answer\nanswer ::= [^{ \\t\\n] .*\n"
     return ToolPlan(tools, forced, grammar, _describe(tools, forced))
 
 
 def _describe(tools: list[ToolSpec], forced: bool) -> str:
     lines = ["You can call these tools:"]
     for tool in tools:
-        spec = {"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}
+        spec = {
+            "name": tool.name,
+            "description": tool.description,
+            "input_schema": tool.input_schema,
+        }
         lines.append(json.dumps(spec, ensure_ascii=False))
     call = 'To call a tool, reply with only a JSON object: {"name": "<tool name>", "input": {<arguments>}}.'
     if forced:
@@ -134,8 +144,7 @@ def plan_output(request: ChatRequest) -> OutputPlan | None:
         return None
     check_schema(request.output_schema, "the output JSON schema")
     grammar = _to_gbnf(request.output_schema, "the output JSON schema")
-    note = (
-        "Reply with only a JSON value that matches this JSON Schema:\n"
-        + json.dumps(request.output_schema, ensure_ascii=False)
+    note = "Reply with only a JSON value that matches this JSON Schema:\n" + json.dumps(
+        request.output_schema, ensure_ascii=False
     )
     return OutputPlan(request.output_schema, grammar, note)

@@ -174,11 +174,11 @@ def write_output(location: Location, data: bytes) -> None:
 
 def _text_blocks(value: Any, where: str) -> str:
     if not isinstance(value, list) or not value:
-        raise ValueError(f"{where} must be a non-empty list of {{\"text\": ...}} blocks")
+        raise ValueError(f'{where} must be a non-empty list of {{"text": ...}} blocks')
     parts = []
     for block in value:
         if not isinstance(block, dict) or not isinstance(block.get("text"), str):
-            raise ValueError(f"{where} must contain only {{\"text\": \"...\"}} blocks")
+            raise ValueError(f'{where} must contain only {{"text": "..."}} blocks')
         parts.append(block["text"])
     return "".join(parts)
 
@@ -248,7 +248,9 @@ def validate_jsonl(data: bytes, customization_type: str, what: str) -> list[dict
         try:
             record = normalize_record(obj, customization_type)
         except ValueError as exc:
-            raise ValidationError(f"The {what} file has an invalid record on line {number}: {exc}.") from None
+            raise ValidationError(
+                f"The {what} file has an invalid record on line {number}: {exc}."
+            ) from None
         record["line"] = number
         records.append(record)
     if not records:

@@ -26,7 +26,9 @@ def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.nda
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
     return (
-        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
     )
 
 
@@ -49,7 +51,9 @@ class GgufLayout:
     def gguf_name(self, hf_name: str) -> str | None:
         name = self.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None and hf_name.startswith("model."):
-            name = self.names.get_name(hf_name.removeprefix("model."), try_suffixes=(".weight", ".bias"))
+            name = self.names.get_name(
+                hf_name.removeprefix("model."), try_suffixes=(".weight", ".bias")
+            )
         return name if name in self.tensors else None
 
     def to_gguf(self, gguf_name: str, value: np.ndarray) -> np.ndarray:
@@ -119,7 +123,9 @@ def export_gguf(
                 data, qtype = replacements[t.name]
                 writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes, qtype)
             else:
-                writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+                writer.add_tensor_info(
+                    t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type
+                )
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()

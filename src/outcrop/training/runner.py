@@ -134,7 +134,11 @@ class JobRunner:
         if len(self._running) >= self.max_running:
             return
         waiting = sorted(
-            (j for j in self.db.jobs() if j.status == "InProgress" and j.job_id not in self._running),
+            (
+                j
+                for j in self.db.jobs()
+                if j.status == "InProgress" and j.job_id not in self._running
+            ),
             key=lambda j: j.creation_time,
         )
         for job in waiting[: self.max_running - len(self._running)]:

@@ -154,7 +154,9 @@ def tokenize_records(
                 ids.append(eos_id)
                 targets.append(True)
             for start in range(0, len(ids), max_len):
-                chunk = Example(ids[start : start + max_len], targets[start : start + max_len], line)
+                chunk = Example(
+                    ids[start : start + max_len], targets[start : start + max_len], line
+                )
                 chunk.targets[0] = False
                 if len(chunk) > 1:
                     out.append(chunk)
@@ -224,7 +226,15 @@ def apply_method(model, hp: HyperParameters):  # noqa: ANN001
         r=hp.lora_rank,
         lora_alpha=hp.lora_alpha,
         lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
         bias="none",
         task_type="CAUSAL_LM",
     )

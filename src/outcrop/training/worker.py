@@ -34,7 +34,9 @@ CHECKPOINT = "checkpoint.pt"
 TRAIN_RECORDS = "train.jsonl"
 VALIDATION_RECORDS = "validation.jsonl"
 TRAINING_METRICS = "training_artifacts/step_wise_training_metrics.csv"
-VALIDATION_METRICS = "validation_artifacts/post_fine_tuning_validation/validation/validation_metrics.csv"
+VALIDATION_METRICS = (
+    "validation_artifacts/post_fine_tuning_validation/validation/validation_metrics.csv"
+)
 
 
 class JobFailure(Exception):

@@ -2,8 +2,9 @@
 
 Every step decodes one token for each running sequence, and fills what is left of the
 step's token budget with prompt chunks of sequences still prefilling. Sequences join
-and leave between steps. A small prefill budget while others decode keeps their
-inter-token latency even; with nobody decoding, prompts get the whole step.
+and leave between steps. Long prompts are cut into small chunks while others decode,
+which keeps their inter-token latency even; short prompts and an idle engine get the
+whole step, which keeps time-to-first-token low.
 """
 
 from __future__ import annotations
@@ -51,15 +52,26 @@ class Scheduler:
             if seq.status is Status.DECODE:
                 entries.append(StepEntry(seq, [seq.last_token], seq.position, True))
                 n_decode += 1
-        budget = self.prefill_chunk if n_decode else self.max_step_tokens
-        budget = min(budget, self.max_step_tokens - n_decode)
+        # Short prompts (at most one chunk left) may fill the whole step: they finish
+        # prefill now and their first token comes a step sooner (a burst of new
+        # clients all start together). Long prompts only get ``prefill_chunk`` per step
+        # while others decode, so running streams never stall behind them.
+        budget = self.max_step_tokens - n_decode
+        long_budget = self.prefill_chunk if n_decode else budget
         for seq in self.running:
             if budget <= 0:
                 break
             if seq.status is not Status.PREFILL:
                 continue
             start = seq.n_prefilled
-            take = min(seq.n_prompt - start, budget)
+            remaining = seq.n_prompt - start
+            if remaining <= self.prefill_chunk:
+                take = min(remaining, budget)
+            else:
+                take = min(remaining, budget, long_budget)
+                long_budget -= take
+            if take <= 0:
+                continue
             chunk = seq.request.prompt_tokens[start : start + take]
             entries.append(StepEntry(seq, chunk, start, start + take == seq.n_prompt))
             budget -= take
