@@ -3,10 +3,10 @@ fine-tune with AdamW, a checkpoint per epoch, and a loss on the positions that n
 
 Why it is faster than a generic Trainer on CPU:
 
-* **packing** — a step's examples are laid end to end in rows of ``max_sequence_length``
+* **packing** — a step's examples are laid end to end in rows of up to 2048 tokens
   (first-fit decreasing), with position ids restarting per example so attention stays
   within each example (transformers derives the block-diagonal mask from them). No
-  padding to the longest example.
+  padding to the longest example; ``maxSequenceLength`` bounds each example.
 * **loss where it is taken** — the LM head runs only on positions whose next token is a
   target (completion tokens for FINE_TUNING), so the ``hidden x vocab`` projection and its
   softmax are not computed for prompt tokens at all.
@@ -268,6 +268,8 @@ def target_loss(model, ids, pos, tgt):  # noqa: ANN001
 
 # --------------------------------------------------------------------------- loop
 
+ROW_TOKENS = 2048
+
 
 @dataclass
 class StepReport:
@@ -312,6 +314,9 @@ class Trainer:
             self.optimizer, lambda s: min(1.0, (s + 1) / (warm + 1)) if warm else 1.0
         )
         self.state = TrainState()
+        # Rows hold several examples (attention stays within each); one long row instead
+        # of several padded ones leaves almost no padding at all.
+        self.row_tokens = max(hp.max_sequence_length, ROW_TOKENS)
 
     def steps_per_epoch(self, n_examples: int) -> int:
         return math.ceil(n_examples / self.hp.batch_size)
@@ -322,7 +327,7 @@ class Trainer:
         bs = self.hp.batch_size
         for i in range(0, len(order), bs):
             group = order[i : i + bs]
-            batch = collate(pack(group, self.hp.max_sequence_length), self.pad_id)
+            batch = collate(pack(group, self.row_tokens), self.pad_id)
             yield *batch, sum(len(e) for e in group)
 
     def train_step(self, ids, pos, tgt) -> tuple[float, int]:  # noqa: ANN001
@@ -343,7 +348,7 @@ class Trainer:
         with torch.no_grad():
             for start in range(0, len(examples), self.hp.batch_size):
                 chunk = examples[start : start + self.hp.batch_size]
-                ids, pos, tgt = collate(pack(chunk, self.hp.max_sequence_length), self.pad_id)
+                ids, pos, tgt = collate(pack(chunk, self.row_tokens), self.pad_id)
                 s, n = target_loss(self.model, ids, pos, tgt)
                 total += float(s)
                 count += n
