@@ -34,7 +34,8 @@ def _raise(message: str) -> None:
 
 
 @lru_cache(maxsize=16)
-def _compile(template: str):
+def compile_template(template: str):
+    """The GGUF chat template, compiled once, in a sandbox (templates come with weights)."""
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -57,7 +58,7 @@ def render_chat(request: ChatRequest, template: str, bos: str, eos: str) -> Prom
         messages.append({"role": "system", "content": request.system})
     messages += [{"role": m.role, "content": _message_text(m)} for m in request.messages]
     try:
-        text = _compile(template).render(
+        text = compile_template(template).render(
             messages=messages,
             add_generation_prompt=True,
             bos_token=bos,

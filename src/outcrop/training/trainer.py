@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
+from outcrop.service.prompt import compile_template
 from outcrop.training.hyper import HyperParameters
 
 # --------------------------------------------------------------------------- rendering
@@ -33,16 +32,6 @@ from outcrop.training.hyper import HyperParameters
 
 class ExampleError(ValueError):
     """A record that cannot be trained on; the message names its line."""
-
-
-def _compile(template: str):
-    def _raise(message: str) -> None:
-        raise ValueError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = _raise
-    env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
-    return env.from_string(template)
 
 
 class Renderer:
@@ -61,7 +50,7 @@ class Renderer:
         eos_text: str,
         default_system: str | None,
     ) -> None:
-        self.template = None if completion_only or not template else _compile(template)
+        self.template = None if completion_only or not template else compile_template(template)
         self.bos_text = bos_text
         self.eos_text = eos_text
         self.default_system = default_system
