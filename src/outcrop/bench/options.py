@@ -31,6 +31,7 @@ class BenchOptions:
     bandwidth_mib: int = 256
     baselines: bool = True
     server_log_dir: Path | None = None
+    llama_server: str = "auto"  # auto: use a cached build; build: compile it; off
 
     @classmethod
     def quick_defaults(cls, **overrides) -> BenchOptions:
@@ -69,6 +70,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-baselines", action="store_true", help="only load the server, skip baselines (a)-(c)"
     )
+    p.add_argument(
+        "--llama-server",
+        choices=["auto", "build", "off"],
+        default=None,
+        help="llama.cpp's llama-server baseline on the shipped weights: auto = if already "
+        "built, build = compile it first (~10 min), off",
+    )
 
 
 def from_args(args: argparse.Namespace, data_dir: Path) -> BenchOptions:
@@ -83,6 +91,7 @@ def from_args(args: argparse.Namespace, data_dir: Path) -> BenchOptions:
         json_out=args.json_out,
         price_per_hour=args.price_per_hour,
         baselines=not args.no_baselines,
+        llama_server=getattr(args, "llama_server", None),
     )
     if args.quick:
         opts = BenchOptions.quick_defaults(**given)

@@ -89,6 +89,8 @@ def targets(model: dict[str, Any], http: dict[str, Any] | None) -> list[dict[str
     p2 = r.get("ttft_p99_vs_one_at_a_time")
     p3 = r.get("single_stream_api_vs_raw")
     p4 = http["added_latency_p50_ms"] if http else None
+    l1 = r.get("throughput_vs_llama_server")
+    l2 = r.get("ttft_p99_vs_llama_server")
     return [
         row("P1", "aggregate tokens/s vs engine ceiling (a)", ">= 0.95x", p1,
             None if p1 is None else p1 >= 0.95),
@@ -98,6 +100,10 @@ def targets(model: dict[str, Any], http: dict[str, Any] | None) -> list[dict[str
             None if p3 is None else p3 >= 0.95),
         row("P4", "HTTP layer added latency p50 (ms)", "< 1 ms", p4,
             None if p4 is None else p4 < 1.0),
+        row("L1", "aggregate tokens/s vs llama-server on the shipped file", ">= 1.5x", l1,
+            None if l1 is None else l1 >= 1.5),
+        row("L2", "p99 TTFT vs llama-server", "<= 1.0x", l2,
+            None if l2 is None else l2 <= 1.0),
     ]  # fmt: skip
 
 
@@ -141,11 +147,17 @@ def print_report(report: dict[str, Any]) -> None:
         if b:
             t.add_row("(b) --parallel 1", *_load_cells(b), _fmt(ratio(b["output_tokens_per_s"],
                       srv["output_tokens_per_s"])))  # fmt: skip
+        ls = res.get("llama_server")
+        if ls and "skipped" not in ls:
+            t.add_row(f"llama-server ({ls['model_file']})", *_load_cells(ls),
+                      _fmt(ratio(ls["output_tokens_per_s"], srv["output_tokens_per_s"])))  # fmt: skip
         a = res.get("engine_ceiling")
         if a:
             t.add_row("(a) engine ceiling", _fmt(a["tokens_per_s"]), *["-"] * 6,
                       _fmt(ratio(a["tokens_per_s"], srv["output_tokens_per_s"])))  # fmt: skip
         console.print(t)
+        if ls and "skipped" in ls:
+            console.print(f"  llama-server baseline: skipped ({ls['skipped']})")
         s = res.get("single_stream")
         if s:
             roof = res.get("roofline") or {}

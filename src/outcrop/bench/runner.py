@@ -12,13 +12,14 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from outcrop.bench import baselines, report
+from outcrop.bench import baselines, llama_server, report
 from outcrop.bench.client import BedrockClient, RequestResult, converse_body, run_load
 from outcrop.bench.options import BenchOptions
 from outcrop.bench.serverproc import ServerProcess
@@ -150,6 +151,8 @@ class Bench:
                 load = asyncio.run(self._load(srv, card.model_id, o.concurrency, o.requests))
                 res["one_at_a_time"] = report.summarize_load(load)
                 res["one_at_a_time"]["peak_rss_bytes"] = srv.peak_rss()
+        if o.baselines and o.llama_server != "off":
+            res["llama_server"] = self._llama_server(card, n_ctx_per_seq)
         self._ratios(res, bandwidth)
         if o.price_per_hour is not None:
             prefill = (res.get("engine_ceiling") or {}).get("prefill_tokens_per_s")
@@ -187,9 +190,43 @@ class Bench:
             "model_bytes": tensor_bytes,
         }
 
+    def _llama_server(self, card: ModelCard, n_ctx_per_seq: int) -> dict[str, Any]:
+        """llama.cpp's llama-server on the *shipped* file, same clients, same load."""
+        o = self.opts
+        cache = self.data_dir / "cache"
+        try:
+            binary = llama_server.binary_path(cache)
+            if not binary.exists():
+                if o.llama_server != "build":
+                    return {"skipped": "llama-server is not built: run with --llama-server build"}
+                binary = llama_server.build(cache, _say)
+        except (RuntimeError, OSError, ValueError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            _say(f"llama-server baseline skipped: {exc}")
+            return {"skipped": f"could not build llama-server: {exc} {detail[-300:]!r}"}
+        shipped = self.store.original_path(card) or self.store.ensure(card)
+        body = llama_server.chat_body(o.prompt, o.max_tokens, card.default_system)
+        with llama_server.LlamaServer(
+            binary, shipped, parallel=o.parallel, n_ctx_per_seq=n_ctx_per_seq,
+            threads=o.threads, log_path=self.log_dir / f"{safe_name(card.model_id)}-llama-server.log",
+        ) as ls:  # fmt: skip
+            _say(f"llama-server --parallel {o.parallel} on {shipped.name}: the same load")
+            asyncio.run(llama_server.run_load(ls.url, {**body, "max_tokens": 4}, 1, 1))
+            load = asyncio.run(llama_server.run_load(ls.url, body, o.concurrency, o.requests))
+            summary = report.summarize_load(load)
+            summary["peak_rss_bytes"] = ls.peak_rss()
+            summary["model_file"] = shipped.name
+        return summary
+
     def _ratios(self, res: dict[str, Any], bandwidth: dict[str, float] | None) -> None:
         r = res["ratios"]
         srv = res["server"]
+        ls = res.get("llama_server")
+        if ls and "skipped" not in ls:
+            r["throughput_vs_llama_server"] = report.ratio(
+                srv["output_tokens_per_s"], ls["output_tokens_per_s"]
+            )
+            r["ttft_p99_vs_llama_server"] = report.ratio(srv["ttft_p99_ms"], ls["ttft_p99_ms"])
         if "engine_ceiling" in res:
             r["throughput_vs_ceiling"] = report.ratio(
                 srv["output_tokens_per_s"], res["engine_ceiling"]["tokens_per_s"]
