@@ -112,6 +112,7 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
     live = start_server(
         tmp,
         "--alias", "anthropic.claude-3-haiku-*=" + SMOL,
+        "--alias", "anthropic.claude-3-5-haiku-*=" + SMOL,  # langchain-aws CountTokens
         "--alias", "meta.llama3*=" + SMOL,
         "--alias", "amazon.titan-embed-*=" + EMBED,
         "--alias", "cohere.embed-*=" + EMBED,

@@ -89,6 +89,77 @@ def _human(n: int | None) -> str:
     return f"{n} B"
 
 
+def _format_arg(text: str) -> str:
+    from outcrop.models.formats import WeightFormatError, check_format
+
+    try:
+        return check_format(text)
+    except WeightFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _weights_rows(weights: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """``models show`` lines for a record's ``weights`` entry."""
+    if not weights:
+        return [("weights", "no format decision recorded (original file served)")]
+    orig = weights.get("original") or {}
+    conv = weights.get("converted") or {}
+    ev = weights.get("eval") or {}
+    rows = [
+        ("weights.policy", f"{weights.get('policy')} (CPU class {weights.get('cpu_class')})"),
+        ("weights.served", f"{weights.get('file')} ({weights.get('selected')})"),
+        ("weights.reason", str(weights.get("reason", ""))),
+        ("original.format", str(orig.get("format", "-")).upper()),
+        ("original.size", _human(orig.get("size_bytes"))),
+        ("original.sha256", str(orig.get("sha256", "-"))),
+    ]
+    if conv:
+        rows += [
+            ("converted.format", str(conv.get("format", "-")).upper()),
+            (
+                "converted.file",
+                f"{conv.get('file')} ({'kept' if conv.get('accepted') else 'not kept'})",
+            ),
+            ("converted.size", _human(conv.get("size_bytes"))),
+            ("converted.sha256", str(conv.get("sha256", "-"))),
+            ("converted.made_by", str(conv.get("made_by", "-"))),
+        ]
+        if "perplexity" in conv:
+            rows += [
+                (
+                    "perplexity",
+                    f"original {orig.get('perplexity'):.3f} vs converted "
+                    f"{conv['perplexity']:.3f} ({ev.get('tokens', '?')} held-out tokens)",
+                ),
+                ("perplexity.delta", f"{conv['delta_pct']:+.2f}% (bound {conv['bound_pct']:g}%)"),
+                (
+                    "greedy.agreement",
+                    f"{conv['greedy_agreement']:.0%} of {ev.get('greedy_prompts', '?')} prompts "
+                    f"identical ({conv.get('greedy_prefix_share', 0):.0%} of tokens before "
+                    "the first difference)",
+                ),
+            ]
+        if "decode_tok_s" in conv:
+            rows.append(
+                (
+                    "probe.decode",
+                    f"original {orig.get('decode_tok_s')} tok/s vs converted "
+                    f"{conv['decode_tok_s']} tok/s (1 stream, {ev.get('threads', '?')} thread(s))",
+                )
+            )
+        if "decode_tok_s_32" in conv:
+            rows.append(
+                (
+                    "probe.decode_32",
+                    f"original {orig.get('decode_tok_s_32')} tok/s vs converted "
+                    f"{conv['decode_tok_s_32']} tok/s (32 sequences in lock-step)",
+                )
+            )
+        if conv.get("error"):
+            rows.append(("converted.error", str(conv["error"])))
+    return rows
+
+
 def _alias_arg(text: str) -> tuple[str, str]:
     from outcrop.settings import parse_alias
 
@@ -163,6 +234,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_loaded_models=args.max_loaded_models,
         memory_budget_mb=args.memory_budget_mb,
         keep_alive=args.keep_alive,
+        weight_format=args.weight_format,
     )
     if args.alias:
         # --alias flags come first: they win over aliases from the environment / config file.
@@ -231,19 +303,26 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_models_pull(args: argparse.Namespace) -> int:
     from outcrop.models.store import ModelStore, ModelStoreError
 
-    settings = _settings(args)
+    settings = _settings(args, weight_format=args.weight_format)
     resolver = _resolver(settings)
     cards = [_resolve_card(resolver, m) for m in args.model_ids]  # validate all first
-    store = ModelStore(settings.data_dir)
+    store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
     for card in cards:
-        if not args.force and store.path(card) is not None:
-            print(f"{card.model_id}: already installed at {store.path(card)}")
-            continue
         try:
-            path = store.pull(card, progress=not args.quiet)
+            if not args.force and store.path(card) is not None:
+                before = store.path(card)
+                path = store.ensure(card, progress=not args.quiet)  # a pending format choice
+                verb = "already installed at" if path == before else "installed at"
+            else:
+                path = store.pull(card, progress=not args.quiet)
+                verb = "installed at"
         except ModelStoreError as exc:
             raise CliError(exc.message) from None
-        print(f"{card.model_id}: installed at {path}")
+        weights = (store.record(card) or {}).get("weights") or {}
+        conv = weights.get("converted") or {}
+        if conv and not conv.get("accepted"):
+            print(f"{card.model_id}: warning: {weights.get('reason')}", file=sys.stderr)
+        print(f"{card.model_id}: {verb} {path}")
     return 0
 
 
@@ -268,10 +347,13 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     card = _resolve_card(_resolver(settings), args.model_id)
-    path = ModelStore(settings.data_dir).path(card)
+    store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
+    path = store.path(card)
     data = card.model_dump(mode="json")
     data["installed_path"] = str(path) if path else None
+    weights = (store.record(card) or {}).get("weights") if path else None
     if args.json:
+        data["weights"] = weights
         data["foundationModelSummary"] = to_foundation_model_summary(card, settings.region)
         print(json.dumps(data, indent=2))
         return 0
@@ -282,6 +364,9 @@ def cmd_models_show(args: argparse.Namespace) -> int:
         if isinstance(value, list | dict):
             value = json.dumps(value)
         table.add_row(key, "-" if value is None else str(value))
+    if path is not None and card.engine == "llamacpp" and not card.local_path:
+        for key, value in _weights_rows(weights):
+            table.add_row(key, value)
     Console().print(table)
     return 0
 
@@ -368,6 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-loaded-models", type=int, default=None, help="models loaded at once")
     p.add_argument("--memory-budget-mb", type=int, default=None, help="memory for loaded models")
     p.add_argument(
+        "--format",
+        dest="weight_format",
+        type=_format_arg,
+        default=None,
+        metavar="FORMAT",
+        help="weight format to serve: auto (default: convert a format slow on this CPU, "
+        "quality-gated), original, q8_0, q4_0, ...",
+    )
+    p.add_argument(
         "--keep-alive",
         type=float,
         default=None,
@@ -386,6 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_ids", nargs="+", metavar="MODEL_ID")
     p.add_argument("--force", action="store_true", help="re-install even if present")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--format",
+        dest="weight_format",
+        type=_format_arg,
+        default=None,
+        metavar="FORMAT",
+        help="auto (default: convert a format slow on this CPU, quality-gated), original, "
+        "q8_0, q4_0, ...",
+    )
     p.set_defaults(func=cmd_models_pull)
 
     p = msub.add_parser("rm", parents=[common], help="remove an installed model")

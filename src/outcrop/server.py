@@ -90,7 +90,7 @@ def _customization(settings, catalog, resolver, store, manager):
 def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
-    store = ModelStore(settings.data_dir)
+    store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
     keep_alive = settings.keep_alive
     manager = ModelManager(
         store,

@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     ``s3://bucket/key`` to ``<data_dir>/s3/bucket/key``."""
     training_threads: int = Field(1, ge=1)
     """torch threads per training worker (serving shares the same cores)."""
+    weight_format: str = "auto"
+    """GGUF weight format to serve: ``auto`` (convert a format that is slow on this CPU,
+    quality-gated), ``original``, or a format such as ``q8_0`` / ``q4_0``
+    (see :mod:`outcrop.models.formats`)."""
     config_file: Path | None = None
 
     @classmethod
@@ -213,6 +217,13 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @field_validator("weight_format", mode="before")
+    @classmethod
+    def _weight_format(cls, value: Any) -> str:
+        from outcrop.models.formats import check_format
+
+        return check_format(str(value))
 
     @field_validator("access_key_id", "secret_access_key", "api_key", mode="before")
     @classmethod

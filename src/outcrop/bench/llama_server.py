@@ -47,7 +47,7 @@ def build(cache_dir: Path, say: Callable[[str], None]) -> Path:
         say(f"llama-server: fetching the llama-cpp-python {ver} sdist")
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--no-build-isolation", f"llama-cpp-python=={ver}", "-d", str(work)],
+             f"llama-cpp-python=={ver}", "-d", str(work)],
             check=True, capture_output=True,
         )  # fmt: skip
         (sdist,) = work.glob("llama_cpp_python-*.tar.gz")

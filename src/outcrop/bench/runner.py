@@ -58,7 +58,8 @@ class Bench:
         self.log_dir = opts.server_log_dir or Path(tempfile.mkdtemp(prefix="outcrop-bench-"))
         self.body = converse_body(opts.prompt, opts.max_tokens)
         self.resolver = ModelResolver(Catalog(), [])
-        self.store = ModelStore(self.data_dir)
+        # The weights `serve` chooses by default, so every phase measures the same file.
+        self.store = ModelStore(self.data_dir, weight_format="auto")
 
     # -- the run ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

