@@ -114,6 +114,11 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
         "--alias", "anthropic.claude-3-haiku-*=" + SMOL,
         "--alias", "anthropic.claude-3-5-haiku-*=" + SMOL,  # langchain-aws CountTokens
         "--alias", "meta.llama3*=" + SMOL,
+        "--alias", "amazon.titan-text-*=" + SMOL,
+        "--alias", "amazon.nova-*=" + SMOL,
+        "--alias", "mistral.*=" + SMOL,
+        "--alias", "cohere.command-*=" + SMOL,
+        "--alias", "ai21.*=" + SMOL,
         "--alias", "amazon.titan-embed-*=" + EMBED,
         "--alias", "cohere.embed-*=" + EMBED,
     )  # fmt: skip
