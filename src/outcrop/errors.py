@@ -1,8 +1,8 @@
 """One error hierarchy, named after Bedrock's error shapes.
 
-Code anywhere below the API raises these; ``outcrop.api.errors`` turns them into the wire
+Code anywhere below the API raises these; ``outcrop.api.app`` turns them into the wire
 response (JSON body, ``x-amzn-ErrorType`` header, HTTP status) in exactly one place, and
-into ``:message-type=exception`` frames once a stream has started.
+``outcrop.api.runtime`` into ``:message-type=exception`` frames once a stream has started.
 """
 
 from __future__ import annotations

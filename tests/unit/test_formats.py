@@ -197,7 +197,6 @@ def _installed(tmp_path, file_type):
 
 
 def test_store_records_decision(tmp_path, monkeypatch):
-    monkeypatch.setattr("outcrop.models.store._CPU_CLASS", "avx2")
     monkeypatch.setattr(formats, "cpu_flags", lambda info=None: frozenset({"avx2", "fma"}))
     card, d = _installed(tmp_path, 15)
     assert ModelStore(tmp_path).ensure(card) == d / card.file_name  # original: no decision
@@ -212,7 +211,7 @@ def test_store_records_decision(tmp_path, monkeypatch):
 
 
 def test_store_serves_accepted_conversion(tmp_path, monkeypatch):
-    monkeypatch.setattr("outcrop.models.store._CPU_CLASS", "avx2")
+    monkeypatch.setattr(formats, "cpu_flags", lambda info=None: frozenset({"avx2", "fma"}))
     card, d = _installed(tmp_path, 3)
     (d / "m.Q8_0.gguf").write_bytes(b"converted")
 
@@ -234,7 +233,7 @@ def test_store_serves_accepted_conversion(tmp_path, monkeypatch):
 
 
 def test_store_rejects_non_gguf_install(tmp_path, monkeypatch):
-    monkeypatch.setattr("outcrop.models.store._CPU_CLASS", "avx2")
+    monkeypatch.setattr(formats, "cpu_flags", lambda info=None: frozenset({"avx2", "fma"}))
     card, d = _installed(tmp_path, None)
     before = (d / "card.json").read_text()
     store = ModelStore(tmp_path, weight_format="auto")

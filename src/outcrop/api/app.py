@@ -7,11 +7,12 @@ shape, or the shape the router declares for the path's prefix (OpenAI's under ``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -30,6 +31,7 @@ from outcrop.errors import (
 from outcrop.metering import Metrics
 
 log = logging.getLogger("outcrop.api")
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 25_000_000 + 1_000_000  # InvokeModel's documented body limit, plus framing
 
@@ -136,6 +138,29 @@ class OutcropApp:
                         await result
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``, cancelling it if the client goes away (its slot is freed at once)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        raise InternalServerError("The client disconnected.")
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 async def _read_body(request: Request) -> bytes:

@@ -24,10 +24,9 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
-from outcrop.api.app import Call
+from outcrop.api.app import Call, until_disconnect
 from outcrop.api.responses import json_response
 from outcrop.api.routing import Router
-from outcrop.api.runtime import _until_disconnect as until_disconnect
 from outcrop.errors import (
     AccessDeniedError,
     InternalServerError,

@@ -4,23 +4,21 @@ CountTokens. Parsing and meaning live in ``outcrop.service``; this module only f
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from outcrop.api.app import Call
+from outcrop.api.app import Call, until_disconnect
 from outcrop.api.eventstream import CONTENT_TYPE, chunk_frame, event_frame, exception_frame
 from outcrop.api.responses import json_response
 from outcrop.api.routing import Router
-from outcrop.errors import InternalServerError, OutcropError, ValidationError
+from outcrop.errors import OutcropError, ValidationError
 from outcrop.service.converse import (
     converse_response,
     parse_converse,
@@ -36,7 +34,6 @@ from outcrop.service.runtime import Prepared, RuntimeService
 from outcrop.service.types import ChatResult, TextDelta
 
 log = logging.getLogger("outcrop.api")
-T = TypeVar("T")
 
 # ConverseStream's union has no modelTimeoutException member; botocore would show an
 # empty error for it, so such errors travel as modelStreamErrorException there.
@@ -60,29 +57,6 @@ def _stream_error(exc: BaseException, allowed: set[str] | None = None) -> bytes:
     return exception_frame(shape, message)
 
 
-async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``, cancelling it if the client goes away (its slot is freed at once)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        task.cancel()
-        raise InternalServerError("The client disconnected.")
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-
-
-async def _wait_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 def _invocation_headers(result: ChatResult) -> dict[str, str]:
     return {
         "X-Amzn-Bedrock-Input-Token-Count": str(result.usage.input_tokens),
@@ -98,13 +72,6 @@ def _invocation_metrics(result: ChatResult) -> dict[str, int]:
         "invocationLatency": result.latency_ms,
         "firstByteLatency": result.first_token_ms,
     }
-
-
-def _dialect_model_id(model_id: str) -> str:
-    """The ID whose family decides the body dialect: an ARN's resource part, else as sent."""
-    if model_id.startswith("arn:"):
-        return model_id.rsplit("/", 1)[-1]
-    return model_id
 
 
 class RuntimeApi:
@@ -130,7 +97,7 @@ class RuntimeApi:
     async def converse(self, call: Call) -> Response:
         request = parse_converse(call.json())
         prepared = await self.service.prepare(call.labels["modelId"], request)
-        result = await _until_disconnect(call.request, self.service.complete(prepared))
+        result = await until_disconnect(call.request, self.service.complete(prepared))
         return json_response(converse_response(result), call.request_id)
 
     async def converse_stream(self, call: Call) -> Response:
@@ -161,10 +128,10 @@ class RuntimeApi:
         model_id = call.labels["modelId"]
         if self._is_embedding(model_id):
             return await self._invoke_embedding(call, model_id)
-        dialect = dialect_for(_dialect_model_id(model_id))
+        dialect = dialect_for(model_id)
         request = dialect.parse(call.json())
         prepared = await self.service.prepare(model_id, request)
-        result = await _until_disconnect(call.request, self.service.complete(prepared))
+        result = await until_disconnect(call.request, self.service.complete(prepared))
         ctx = InvokeContext(call.request_id, model_id, prepared.input_tokens)
         return json_response(
             dialect.response(result, ctx), call.request_id, headers=_invocation_headers(result)
@@ -177,7 +144,7 @@ class RuntimeApi:
                 f"Model {model_id} does not support streaming: it is an embedding model; "
                 "use InvokeModel."
             )
-        dialect = dialect_for(_dialect_model_id(model_id))
+        dialect = dialect_for(model_id)
         request = dialect.parse(call.json())
         prepared = await self.service.prepare(model_id, request)
         ctx = InvokeContext(call.request_id, model_id, prepared.input_tokens)
@@ -220,10 +187,10 @@ class RuntimeApi:
         """The body follows the ID as sent (Titan v1/v2, Cohere; Titan v2 for our own IDs)."""
         assert self.embeddings is not None
         started = time.perf_counter()
-        dialect = embed_dialect_for(_dialect_model_id(model_id))
+        dialect = embed_dialect_for(model_id)
         card = self.embeddings.card(model_id)
         request = dialect.parse(call.json(), model_dimensions=card.embedding_dimensions or 0)
-        result = await _until_disconnect(
+        result = await until_disconnect(
             call.request,
             self.embeddings.embed(
                 model_id,
@@ -255,9 +222,7 @@ class RuntimeApi:
                 raise ValidationError("input.converse must be an object.")
             request = parse_converse(converse)
         elif "invokeModel" in source:
-            request = dialect_for(_dialect_model_id(model_id)).parse(
-                _invoke_body(source["invokeModel"])
-            )
+            request = dialect_for(model_id).parse(_invoke_body(source["invokeModel"]))
         else:
             raise ValidationError("input must hold exactly one of invokeModel or converse.")
         n = await self.service.count_tokens(model_id, request)

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from outcrop.bench.client import LoadResult, RequestResult
-from outcrop.bench.serverproc import free_port, peak_rss_bytes
+from outcrop.bench.serverproc import LoopbackServer
 
 
 def binary_path(cache_dir: Path) -> Path:
@@ -78,48 +78,23 @@ def build(cache_dir: Path, say: Callable[[str], None]) -> Path:
     return target
 
 
-class LlamaServer:
+class LlamaServer(LoopbackServer):
     """``with LlamaServer(...) as srv:`` runs llama-server on a free loopback port."""
+
+    name = "llama-server"
+    start_timeout_s = 300.0
+    stop_timeout_s = 20.0
 
     def __init__(
         self, binary: Path, model: Path, *, parallel: int, n_ctx_per_seq: int, threads: int,
         log_path: Path,
     ) -> None:  # fmt: skip
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
+        super().__init__(log_path)
         self.cmd = [
             str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
             "--parallel", str(parallel), "--ctx-size", str(parallel * n_ctx_per_seq),
             "--threads", str(threads), "--threads-batch", str(threads),
         ]  # fmt: skip
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> LlamaServer:
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama-server exited (log: {self.log_path})")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"llama-server did not become healthy (log: {self.log_path})")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-    def peak_rss(self) -> int | None:
-        return None if self.process is None else peak_rss_bytes(self.process.pid)
 
 
 async def _stream_chat(http: httpx.AsyncClient, url: str, body: dict[str, Any]) -> RequestResult:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -36,8 +37,77 @@ def peak_rss_bytes(pid: int) -> int | None:
         return None
 
 
-class ServerProcess:
-    """``with ServerProcess(...) as srv:`` starts, waits for /health, and stops the server."""
+class LoopbackServer:
+    """A child process serving HTTP on a free loopback port.
+
+    ``with`` starts it (``cmd``, output to ``log_path``), waits for ``/health`` and stops it.
+    Subclasses set ``cmd`` (and ``env``) in ``__init__`` after calling this one.
+    """
+
+    name = "server"
+    start_timeout_s = 120.0
+    stop_timeout_s = 30.0
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.cmd: list[str] = []
+        self.env: dict[str, str] | None = None
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env
+        )
+        log.close()
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self._log_tail()}"
+                )
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start:\n{self._log_tail()}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def peak_rss(self) -> int | None:
+        return None if self.process is None else peak_rss_bytes(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+
+class ServerProcess(LoopbackServer):
+    """``with ServerProcess(...) as srv:`` runs ``python -m outcrop serve``."""
 
     def __init__(
         self,
@@ -50,11 +120,9 @@ class ServerProcess:
         log_path: Path,
         instant_engine: bool = False,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(log_path)
         self.key = "AKIA" + secrets.token_hex(8).upper()
         self.secret = secrets.token_urlsafe(30)
-        self.log_path = log_path
         env = {
             **os.environ,
             "OUTCROP_ACCESS_KEY_ID": self.key,
@@ -76,53 +144,3 @@ class ServerProcess:
             "--max-queue", str(max_queue),
         ]  # fmt: skip
         self.env = env
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> ServerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env
-        )
-        log.close()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.process.returncode}:\n{self._log_tail()}"
-                )
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not start:\n{self._log_tail()}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def peak_rss(self) -> int | None:
-        return peak_rss_bytes(self.pid)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""

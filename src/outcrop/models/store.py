@@ -38,6 +38,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from outcrop.errors import InternalServerError
@@ -128,16 +129,6 @@ class _Progress:
             self._progress.console.print(message)
 
 
-_CPU_CLASS: str | None = None
-
-
-def _cpu_class() -> str:
-    global _CPU_CLASS
-    if _CPU_CLASS is None:
-        _CPU_CLASS = formats.cpu_class(formats.cpu_flags())
-    return _CPU_CLASS
-
-
 class ModelStore:
     def __init__(self, data_dir: Path | str, weight_format: str = "original") -> None:
         """*weight_format*: ``original`` (serve the shipped file), ``auto`` or a format
@@ -149,6 +140,10 @@ class ModelStore:
         self.wheel_cache = self.data_dir / "cache" / "wheels"
         self.locks_dir = self.data_dir / "locks"
         self.tmp_dir = self.data_dir / "tmp"
+
+    @cached_property
+    def _cpu_class(self) -> str:
+        return formats.cpu_class(formats.cpu_flags())
 
     # ------------------------------------------------------------------ queries
 
@@ -189,7 +184,7 @@ class ModelStore:
         if not self._convertible(card):
             return True
         weights = (record or {}).get("weights")
-        return formats.decision_matches(weights, self.weight_format, _cpu_class())
+        return formats.decision_matches(weights, self.weight_format, self._cpu_class)
 
     def path(self, card: ModelCard) -> Path | None:
         """The installed file / folder to serve, if present and complete (and for this
