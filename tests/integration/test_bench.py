@@ -55,7 +55,7 @@ def test_quick_bench_writes_every_field(tmp_path):
         "ttft_p99_vs_one_at_a_time",
         "single_stream_api_vs_raw",
     }
-    assert [t["id"] for t in model["targets"]] == ["P1", "P2", "P3", "P4"]
+    assert [t["id"] for t in model["targets"]] == ["P1", "P2", "P3", "P4", "L1", "L2"]
     assert all(t["value"] is not None and t["pass"] in (True, False) for t in model["targets"])
     assert model["cost"]["output_usd_per_million_tokens"] > 0
 
