@@ -88,8 +88,9 @@ class BedrockClient:
 
     async def converse(self, model_id: str, body: dict[str, Any]) -> RequestResult:
         data = json.dumps(body).encode()
-        result = RequestResult(started=time.perf_counter())
         url, headers = self._signed(model_id, "converse", data)
+        # The clock starts when the request leaves: signing is the client's own cost.
+        result = RequestResult(started=time.perf_counter())
         try:
             response = await self.http.post(url, content=data, headers=headers)
             result.finished = time.perf_counter()
@@ -106,8 +107,9 @@ class BedrockClient:
 
     async def converse_stream(self, model_id: str, body: dict[str, Any]) -> RequestResult:
         data = json.dumps(body).encode()
-        result = RequestResult(started=time.perf_counter())
         url, headers = self._signed(model_id, "converse-stream", data)
+        # The clock starts when the request leaves: signing is the client's own cost.
+        result = RequestResult(started=time.perf_counter())
         try:
             async with self.http.stream("POST", url, content=data, headers=headers) as response:
                 if response.status_code != 200:
