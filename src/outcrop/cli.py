@@ -323,6 +323,14 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         if conv and not conv.get("accepted"):
             print(f"{card.model_id}: warning: {weights.get('reason')}", file=sys.stderr)
         print(f"{card.model_id}: {verb} {path}")
+        if conv.get("accepted") and "perplexity" in conv:
+            orig = weights.get("original") or {}
+            print(
+                f"{card.model_id}: serving {str(conv.get('format')).upper()} instead of "
+                f"{str(orig.get('format')).upper()}: perplexity {orig.get('perplexity'):.3f} -> "
+                f"{conv['perplexity']:.3f} ({conv['delta_pct']:+.2f}%, bound "
+                f"{conv['bound_pct']:g}%); `outcrop models show` has the details"
+            )
     return 0
 
 
