@@ -10,8 +10,7 @@ import json
 import uuid
 from typing import Any
 
-from outcrop.service.converse import unsupported_modality
-from outcrop.service.dialects.base import Dialect, InvokeContext
+from outcrop.service.dialects.base import Dialect, InvokeContext, text_parts
 from outcrop.service.fields import Obj, read_sampling
 from outcrop.service.types import (
     ChatRequest,
@@ -47,23 +46,12 @@ def chat_usage(usage: Usage) -> dict[str, int]:
     }
 
 
+_CHAT_MEDIA = {"image_url": "image", "image": "image", "input_audio": "input_audio", "file": "file"}
+
+
 def _content_text(o: Obj, key: str) -> str:
     """``content`` as a string or a list of ``{type:"text", text}`` parts."""
-    value = o.value(key)
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    texts: list[str] = []
-    for part in o.objs(key):
-        kind = part.string("type", required=True)
-        if kind == "text":
-            texts.append(part.string("text", required=True) or "")
-        elif kind in ("image_url", "image", "input_audio", "file"):
-            raise unsupported_modality("image" if kind == "image_url" else kind)
-        else:
-            raise part.fail("type", f"unsupported content part type {kind!r}")
-    return "\n".join(texts)
+    return text_parts(o, key, _CHAT_MEDIA, "content part")
 
 
 def _tool_call(o: Obj) -> ToolCall:

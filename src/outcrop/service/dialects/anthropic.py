@@ -12,7 +12,7 @@ import secrets
 from typing import Any
 
 from outcrop.service.converse import unsupported_modality
-from outcrop.service.dialects.base import Dialect, InvokeContext
+from outcrop.service.dialects.base import Dialect, InvokeContext, text_parts
 from outcrop.service.fields import Obj, read_sampling
 from outcrop.service.types import (
     ChatRequest,
@@ -196,21 +196,7 @@ def parse_human_assistant(prompt: str) -> tuple[str | None, list[Message]]:
 
 def _text_blocks(o: Obj, key: str) -> str:
     """``system`` / ``tool_result.content``: a string or a list of text blocks."""
-    value = o.value(key)
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    texts: list[str] = []
-    for block in o.objs(key):
-        kind = block.string("type", required=True)
-        if kind == "text":
-            texts.append(block.string("text", required=True) or "")
-        elif kind in _MEDIA:
-            raise unsupported_modality(kind or "")
-        else:
-            raise block.fail("type", f"unsupported block type {kind!r}")
-    return "\n".join(texts)
+    return text_parts(o, key, {kind: kind for kind in _MEDIA}, "block")
 
 
 def _parse_system(root: Obj) -> str | None:

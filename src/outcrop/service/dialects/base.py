@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from outcrop.service.converse import unsupported_modality
+from outcrop.service.fields import Obj
 from outcrop.service.types import ChatRequest, ChatResult
 
 
@@ -47,3 +49,26 @@ class Dialect(ABC):
     @abstractmethod
     def stream_end(self, result: ChatResult, ctx: InvokeContext) -> list[dict[str, Any]]:
         """Closing chunks. The caller adds ``amazon-bedrock-invocationMetrics`` to the last."""
+
+
+def text_parts(o: Obj, key: str, media: dict[str, str], noun: str) -> str:
+    """A string, or a list of ``{type: "text", text}`` parts joined by newlines.
+
+    ``media`` maps the family's non-text part types to the modality named in the error
+    (this server's models read text only); ``noun`` names a part in other errors.
+    """
+    value = o.value(key)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    texts: list[str] = []
+    for part in o.objs(key):
+        kind = part.string("type", required=True)
+        if kind == "text":
+            texts.append(part.string("text", required=True) or "")
+        elif kind in media:
+            raise unsupported_modality(media[kind])
+        else:
+            raise part.fail("type", f"unsupported {noun} type {kind!r}")
+    return "\n".join(texts)
