@@ -56,7 +56,7 @@ class RuntimeService:
             )
         return card, await self.manager.engine(card)
 
-    async def _tokens(
+    def _tokens(
         self, card: ModelCard, engine: TextEngine, request: ChatRequest, extra_system: str = ""
     ):
         if request.prompt is None:
@@ -76,7 +76,7 @@ class RuntimeService:
 
     async def count_tokens(self, model_id: str, request: ChatRequest) -> int:
         card, engine = await self._engine_for(model_id)
-        _, tokens = await self._tokens(card, engine, request, _extra_system(request))
+        _, tokens = self._tokens(card, engine, request, _extra_system(request))
         return len(tokens)
 
     async def prepare(self, model_id: str, request: ChatRequest) -> Prepared:
@@ -87,7 +87,7 @@ class RuntimeService:
         output_plan = None if tool_plan else plan_output(request)
         plan = tool_plan or output_plan
         extra = plan.system_addition if plan else ""
-        prompt, tokens = await self._tokens(card, engine, request, extra)
+        prompt, tokens = self._tokens(card, engine, request, extra)
         s = request.sampling
         room = engine.n_ctx_per_seq - len(tokens)
         if room <= 1:
@@ -156,7 +156,7 @@ class RuntimeService:
                         continue
                 yield TextDelta(text)
             elif isinstance(event, Finished):
-                result = self._result("", event, prepared, first_token_ms)
+                result = self._result(event, prepared, first_token_ms)
                 if metrics is not None:
                     metrics.usage(model, result.usage.input_tokens, result.usage.output_tokens)
                 if held is not None:
@@ -187,13 +187,14 @@ class RuntimeService:
             end.text = "".join(parts).rstrip()
         return end
 
-    def _result(self, text: str, fin: Finished, prepared: Prepared, first_ms: int) -> ChatResult:
+    def _result(self, fin: Finished, prepared: Prepared, first_ms: int) -> ChatResult:
         reason = _REASONS[fin.reason]
         stop_sequence = fin.stop_sequence
         if stop_sequence is not None and stop_sequence in prepared.implicit_stops:
             reason, stop_sequence = "end_turn", None
+        # The text arrives as deltas; complete() joins them, streams never need it here.
         return ChatResult(
-            text=text,
+            text="",
             stop_reason=reason,  # type: ignore[arg-type]
             usage=Usage(fin.prompt_tokens, fin.completion_tokens),
             stop_sequence=stop_sequence,
