@@ -74,16 +74,16 @@ def examples(args, card, path, cache, info):
     )
 
 
-def hyper(args):
+def hyper(args, precision: str):
     from outcrop.training.hyper import HyperParameters
 
     return HyperParameters(
         epoch_count=1, batch_size=args.batch_size, learning_rate=2e-4,
-        max_sequence_length=args.seq_len, lora_rank=16, lora_alpha=32,
+        max_sequence_length=args.seq_len, lora_rank=16, lora_alpha=32, precision=precision,
     )  # fmt: skip
 
 
-def run_outcrop(args, path, cache, exs, pad_id) -> tuple[float, float]:
+def run_outcrop(args, path, cache, exs, pad_id, precision: str) -> tuple[float, float]:
     import torch
 
     from outcrop.training.model_io import load_base
@@ -91,19 +91,19 @@ def run_outcrop(args, path, cache, exs, pad_id) -> tuple[float, float]:
 
     torch.manual_seed(0)
     model, _ = load_base(path, cache)
-    hp = hyper(args)
+    hp = hyper(args, precision)
     trainer = Trainer(apply_method(model, hp), hp, pad_id)
     tokens, seconds, loss = 0, 0.0, 0.0
-    for i, (ids, pos, tgt, n) in enumerate(trainer._batches(exs, 0)):
+    for i, batch in enumerate(trainer.batches(exs, 0)):
         started = time.perf_counter()
-        loss, _ = trainer.train_step(ids, pos, tgt)
+        loss, _ = trainer.train_step(batch)
         if i > 0:  # the first step warms allocator and kernels: not timed, in both
             seconds += time.perf_counter() - started
-            tokens += n
+            tokens += batch.tokens
     return tokens / seconds, loss
 
 
-def run_hf(args, path, cache, exs, tok) -> tuple[float, float]:
+def run_hf(args, path, cache, exs, tok, bf16: bool) -> tuple[float, float]:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
@@ -156,7 +156,7 @@ def run_hf(args, path, cache, exs, tok) -> tuple[float, float]:
         max_steps=args.steps, learning_rate=2e-4, lr_scheduler_type="constant",
         warmup_steps=0, weight_decay=0.0, logging_steps=1, save_strategy="no", report_to=[],
         use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
-        disable_tqdm=True, seed=0, optim="adamw_torch",
+        disable_tqdm=True, seed=0, optim="adamw_torch", bf16=bf16,
     )  # fmt: skip
     Trainer(
         model=model, args=targs, train_dataset=data, data_collator=collate, callbacks=[Clock()]
@@ -177,6 +177,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each")
     parser.add_argument("--out", default="/tmp/outcrop-bench-train")
+    parser.add_argument(
+        "--headline-only", action="store_true",
+        help="only outcrop at its default precision and the default HF baseline",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import torch
@@ -192,20 +196,35 @@ def main() -> None:
         f"batch {args.batch_size}, seq len {args.seq_len}, {args.steps} steps, "
         f"LoRA r16, {args.threads} thread(s)"
     )
-    ours_runs, base_runs = [], []
-    for r in range(args.rounds):  # alternate, so load from other processes hits both
-        ours, ours_loss = run_outcrop(args, path, cache, exs, pad_id)
-        base, base_loss = run_hf(args, path, cache, exs, tok)
-        ours_runs.append(ours)
-        base_runs.append(base)
-        print(
-            f"round {r + 1}: outcrop {ours:7.1f} tokens/s (last loss {ours_loss:.3f}) | "
-            f"HF Trainer {base:7.1f} tokens/s (last loss {base_loss:.3f}) | {ours / base:.2f}x"
+    from outcrop.training.trainer import compute_dtype
+
+    native_bf16 = str(compute_dtype("auto")) == "torch.bfloat16"
+    # (label, runner): outcrop at its default precision against the plain HF baseline is
+    # the headline; the same-precision pairs show where the gain comes from.
+    contenders = {
+        "outcrop (auto)": lambda: run_outcrop(args, path, cache, exs, pad_id, "auto"),
+        "HF Trainer + peft (fp32, default)": lambda: run_hf(args, path, cache, exs, tok, False),
+    }
+    if native_bf16 and not args.headline_only:
+        contenders["outcrop (fp32)"] = lambda: run_outcrop(args, path, cache, exs, pad_id, "fp32")
+        contenders["HF Trainer + peft (bf16=True)"] = lambda: run_hf(
+            args, path, cache, exs, tok, True
         )
-    ours, base = max(ours_runs), max(base_runs)
-    print(f"outcrop trainer:            {ours:8.1f} tokens/s (best of {args.rounds})")
-    print(f"HF Trainer + peft baseline: {base:8.1f} tokens/s (best of {args.rounds})")
-    print(f"ratio: {ours / base:.2f}x")
+    best: dict[str, float] = {}
+    for r in range(args.rounds):  # alternate, so load from other processes hits all of them
+        for label, run in contenders.items():
+            tps, loss = run()
+            best[label] = max(best.get(label, 0.0), tps)
+            print(f"round {r + 1}: {label:34s} {tps:7.1f} tokens/s (last loss {loss:.3f})")
+    print(f"best of {args.rounds} round(s), tokens/s:")
+    for label, tps in best.items():
+        print(f"  {label:34s} {tps:8.1f}")
+    base = best["HF Trainer + peft (fp32, default)"]
+    print(f"ratio outcrop (auto) / HF Trainer + peft (fp32, default): {best['outcrop (auto)'] / base:.2f}x")
+    if "outcrop (fp32)" in best:
+        print(f"ratio outcrop (fp32) / HF Trainer + peft (fp32, default): {best['outcrop (fp32)'] / base:.2f}x")
+        hf16 = best["HF Trainer + peft (bf16=True)"]
+        print(f"ratio outcrop (auto) / HF Trainer + peft (bf16=True):     {best['outcrop (auto)'] / hf16:.2f}x")
 
 
 if __name__ == "__main__":

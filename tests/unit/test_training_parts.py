@@ -10,7 +10,7 @@ import pytest
 from outcrop.errors import ValidationError
 from outcrop.training.data import DataLocations, validate_jsonl
 from outcrop.training.hyper import parse_hyperparameters
-from outcrop.training.trainer import Example, Renderer, collate, pack
+from outcrop.training.trainer import Example, Renderer, collate
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
@@ -38,6 +38,14 @@ def test_hyperparameters_take_bedrock_strings_and_check_ranges():
         with pytest.raises(ValidationError) as err:
             parse_hyperparameters(bad, 8192)
         assert next(iter(bad)) in err.value.message
+
+
+def test_precision_is_a_hyperparameter():
+    assert parse_hyperparameters({}, 8192).precision == "auto"
+    hp = parse_hyperparameters({"precision": "FP32"}, 8192)
+    assert hp.precision == "fp32" and hp.as_bedrock()["precision"] == "fp32"
+    with pytest.raises(ValidationError, match="precision"):
+        parse_hyperparameters({"precision": "fp8"}, 8192)
 
 
 def test_validate_jsonl_names_the_bad_line():
@@ -102,10 +110,17 @@ def test_completion_rendering_matches_the_served_transcript():
 
 
 def test_packing_leaves_no_padding_and_restarts_positions():
-    exs = [Example([1] * n, [False] * (n - 2) + [True] * 2) for n in (5, 3, 4, 2)]
-    rows = pack(exs, 8)
-    assert sorted(sum(len(e) for e in row) for row in rows) == [6, 8]
-    ids, pos, tgt = collate(pack(exs, 64), pad_id=0)
-    assert ids.shape == (1, 14)
-    assert pos[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2, 0, 1]
-    assert int(tgt.sum()) == 8
+    exs = [Example([n] * n, [False] * (n - 2) + [True] * 2) for n in (5, 3, 4, 2)]
+    batch = collate(exs, pad_id=0)
+    assert batch.ids.shape == (1, 14)
+    assert batch.pos[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3, 0, 1]
+    assert batch.segments == ((0, 5), (5, 3), (8, 4), (12, 2))
+    assert int(batch.tgt.sum()) == 8 and batch.tokens == 14
+
+
+def test_unpacked_rows_are_right_padded_without_targets_on_padding():
+    exs = [Example([7] * n, [False] * (n - 1) + [True]) for n in (3, 5)]
+    batch = collate(exs, pad_id=0, packed=False)
+    assert batch.ids.tolist() == [[7, 7, 7, 0, 0], [7, 7, 7, 7, 7]]
+    assert batch.tgt.sum(dim=1).tolist() == [1, 1]
+    assert batch.segments is None and batch.tokens == 8

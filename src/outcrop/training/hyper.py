@@ -13,7 +13,9 @@ learningRateWarmupSteps     int      0 .. 250        0
 
 outcrop's own: ``method`` (``lora`` | ``full``, default ``lora``), ``loraRank`` (1 .. 256,
 default 16), ``loraAlpha`` (1 .. 1024, default 2 x rank), ``maxSequenceLength`` (16 .. the
-base model's context, default 512), ``seed`` (default 42).
+base model's context, default 512), ``seed`` (default 42), ``precision`` (``auto`` |
+``bf16`` | ``fp32``, default ``auto``: bf16 compute where the CPU multiplies bfloat16
+natively, fp32 otherwise; adapters, optimizer state and loss stay fp32 either way).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ KNOWN = (
     "loraAlpha",
     "maxSequenceLength",
     "seed",
+    "precision",
 )
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class HyperParameters:
     lora_alpha: int = 32
     max_sequence_length: int = 512
     seed: int = 42
+    precision: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +73,7 @@ class HyperParameters:
             "learningRateWarmupSteps": str(self.warmup_steps),
             "method": self.method,
             "maxSequenceLength": str(self.max_sequence_length),
+            "precision": self.precision,
         }
         if self.method == "lora":
             out["loraRank"] = str(self.lora_rank)
@@ -116,6 +122,9 @@ def parse_hyperparameters(raw: dict[str, Any] | None, context_length: int) -> Hy
     method = str(raw.get("method", "lora")).strip().lower()
     if method not in ("lora", "full"):
         raise _bad("method", str(raw["method"]), "one of lora, full")
+    precision = str(raw.get("precision", "auto")).strip().lower()
+    if precision not in PRECISIONS:
+        raise _bad("precision", str(raw["precision"]), "one of " + ", ".join(PRECISIONS))
     rank = values.get("loraRank", 16)
     return HyperParameters(
         epoch_count=values.get("epochCount", 2),
@@ -127,4 +136,5 @@ def parse_hyperparameters(raw: dict[str, Any] | None, context_length: int) -> Hy
         lora_alpha=values.get("loraAlpha", 2 * rank),
         max_sequence_length=values.get("maxSequenceLength", min(512, context_length)),
         seed=values.get("seed", 42),
+        precision=precision,
     )

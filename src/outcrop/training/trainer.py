@@ -3,10 +3,14 @@ fine-tune with AdamW, a checkpoint per epoch, and a loss on the positions that n
 
 Why it is faster than a generic Trainer on CPU:
 
-* **packing** — a step's examples are laid end to end in rows of up to 2048 tokens
-  (first-fit decreasing), with position ids restarting per example so attention stays
-  within each example (transformers derives the block-diagonal mask from them). No
-  padding to the longest example; ``maxSequenceLength`` bounds each example.
+* **packing without padding** — a step's examples are laid end to end in one row, with
+  position ids restarting per example; no padding to the longest example.
+* **attention per example** (:mod:`outcrop.training.attention`) — each example attends
+  only to itself, so attention costs the sum of the squares of the example lengths, not
+  the square of the row, and no mask is materialized. (transformers' own SDPA path does
+  not separate packed examples here: it attends across them — see that module.)
+* **bf16 where the CPU has it** — frozen weights stored in bf16, autocast for compute,
+  fp32 adapters/optimizer state and an fp32 loss; fp32 on CPUs without native bf16.
 * **loss where it is taken** — the LM head runs only on positions whose next token is a
   target (completion tokens for FINE_TUNING), so the ``hidden x vocab`` projection and its
   softmax are not computed for prompt tokens at all.
@@ -161,56 +165,86 @@ def tokenize_records(
     return out
 
 
-# --------------------------------------------------------------------------- packing
+# --------------------------------------------------------------------------- batches
 
 
-def pack(examples: Sequence[Example], max_len: int) -> list[list[Example]]:
-    """First-fit decreasing into rows of at most ``max_len`` tokens."""
-    rows: list[list[Example]] = []
-    room: list[int] = []
-    for ex in sorted(examples, key=len, reverse=True):
-        for i, free in enumerate(room):
-            if len(ex) <= free:
-                rows[i].append(ex)
-                room[i] -= len(ex)
-                break
-        else:
-            rows.append([ex])
-            room.append(max_len - len(ex))
-    return rows
+@dataclass
+class Batch:
+    """One step's examples as tensors of shape (rows, width).
+
+    With packed attention there is a single row holding every example end to end, and
+    ``segments`` says where each starts and how long it is. Otherwise each example has a
+    row of its own, right-padded: causal attention never lets a real token see the padding
+    after it, so no mask is needed, and padding carries no targets.
+    """
+
+    ids: Any
+    pos: Any
+    tgt: Any
+    segments: tuple[tuple[int, int], ...] | None
+    tokens: int
+    """Real (non-padding) tokens."""
 
 
-def collate(rows: list[list[Example]], pad_id: int):
-    """input_ids, position_ids (restarting per example) and target mask, shape (B, T)."""
+def collate(examples: Sequence[Example], pad_id: int, packed: bool = True) -> Batch:
+    """input_ids, position_ids (restarting per example) and target mask."""
     import torch
 
-    width = max(sum(len(e) for e in row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    pos = torch.zeros((len(rows), width), dtype=torch.long)
-    tgt = torch.zeros((len(rows), width), dtype=torch.bool)
-    for r, row in enumerate(rows):
-        at = 0
-        for ex in row:
-            n = len(ex)
-            ids[r, at : at + n] = torch.tensor(ex.ids)
-            pos[r, at : at + n] = torch.arange(n)
-            tgt[r, at : at + n] = torch.tensor(ex.targets)
-            at += n
-        pos[r, at:] = torch.arange(width - at)  # padding: its own "example", no targets
-    return ids, pos, tgt
+    if packed:
+        ids = torch.tensor([[t for e in examples for t in e.ids]], dtype=torch.long)
+        pos = torch.tensor([[i for e in examples for i in range(len(e))]], dtype=torch.long)
+        tgt = torch.tensor([[m for e in examples for m in e.targets]], dtype=torch.bool)
+        starts = [0]
+        for e in examples:
+            starts.append(starts[-1] + len(e))
+        segments = tuple((a, b - a) for a, b in zip(starts, starts[1:], strict=False))
+        return Batch(ids, pos, tgt, segments, starts[-1])
+    width = max(len(e) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    tgt = torch.zeros((len(examples), width), dtype=torch.bool)
+    for r, e in enumerate(examples):
+        ids[r, : len(e)] = torch.tensor(e.ids)
+        tgt[r, : len(e)] = torch.tensor(e.targets)
+    pos = torch.arange(width).expand(len(examples), width)
+    return Batch(ids, pos, tgt, None, sum(len(e) for e in examples))
 
 
 # --------------------------------------------------------------------------- model
 
 
+def compute_dtype(precision: str):  # noqa: ANN201
+    """``bf16`` where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX: about 4.7x
+    fp32's matmul speed on the reference machine), else fp32; ``precision`` forces one."""
+    import torch
+
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.bfloat16 if native else torch.float32
+
+
 def apply_method(model, hp: HyperParameters):  # noqa: ANN001
-    """Wrap with LoRA adapters on every linear layer of the blocks, or train it all."""
+    """Wrap with LoRA adapters on every linear layer of the blocks, or train it all.
+
+    With LoRA in bf16 the frozen base weights are stored in bf16 (half the memory, no cast
+    per step); the adapters stay fp32 (peft keeps adapter weights in fp32), and so do all
+    weights of a full fine-tune — autocast computes in bf16, the optimizer updates fp32.
+    """
+    import torch
+
+    from outcrop.training.attention import use_packed_attention
+
+    use_packed_attention(model)
     if hp.method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
         return model
     from peft import LoraConfig, get_peft_model
 
+    if compute_dtype(hp.precision) == torch.bfloat16:
+        model.to(torch.bfloat16)
     config = LoraConfig(
         r=hp.lora_rank,
         lora_alpha=hp.lora_alpha,
@@ -227,7 +261,7 @@ def apply_method(model, hp: HyperParameters):  # noqa: ANN001
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    return get_peft_model(model, config, autocast_adapter_dtype=True)
 
 
 def _causal_parts(model):  # noqa: ANN001
@@ -236,7 +270,7 @@ def _causal_parts(model):  # noqa: ANN001
     return base.get_decoder(), base.get_output_embeddings(), softcap
 
 
-def target_loss(model, ids, pos, tgt):  # noqa: ANN001
+def target_loss(model, batch: Batch):  # noqa: ANN001
     """Sum of cross-entropy over target tokens, and their count.
 
     The LM head is applied only to the positions that predict a target token.
@@ -245,19 +279,18 @@ def target_loss(model, ids, pos, tgt):  # noqa: ANN001
     import torch.nn.functional as F
 
     decoder, head, softcap = _causal_parts(model)
-    hidden = decoder(input_ids=ids, position_ids=pos).last_hidden_state
-    select = tgt[:, 1:]
+    extra = {"packed_segments": batch.segments} if batch.segments else {}
+    hidden = decoder(input_ids=batch.ids, position_ids=batch.pos, **extra).last_hidden_state
+    select = batch.tgt[:, 1:]
     h = hidden[:, :-1][select]
-    labels = ids[:, 1:][select]
-    logits = head(h)
+    labels = batch.ids[:, 1:][select]
+    logits = head(h).float()
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits.float(), labels, reduction="sum"), int(select.sum())
+    return F.cross_entropy(logits, labels, reduction="sum"), int(select.sum())
 
 
 # --------------------------------------------------------------------------- loop
-
-ROW_TOKENS = 2048
 
 
 @dataclass
@@ -290,10 +323,15 @@ class Trainer:
     ) -> None:
         import torch
 
+        from outcrop.training.attention import NAME
+
         self.model = model
         self.hp = hp
         self.pad_id = pad_id
         self.checkpoint = checkpoint
+        self.dtype = compute_dtype(hp.precision)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.packed = base.config._attn_implementation == NAME
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=hp.learning_rate, weight_decay=0.0, foreach=True
@@ -303,25 +341,27 @@ class Trainer:
             self.optimizer, lambda s: min(1.0, (s + 1) / (warm + 1)) if warm else 1.0
         )
         self.state = TrainState()
-        # Rows hold several examples (attention stays within each); one long row instead
-        # of several padded ones leaves almost no padding at all.
-        self.row_tokens = max(hp.max_sequence_length, ROW_TOKENS)
 
     def steps_per_epoch(self, n_examples: int) -> int:
         return math.ceil(n_examples / self.hp.batch_size)
 
-    def _batches(self, examples: Sequence[Example], epoch: int):
+    def batches(self, examples: Sequence[Example], epoch: int):
         order = list(examples)
         random.Random(self.hp.seed * 1000 + epoch).shuffle(order)
         bs = self.hp.batch_size
         for i in range(0, len(order), bs):
-            group = order[i : i + bs]
-            batch = collate(pack(group, self.row_tokens), self.pad_id)
-            yield *batch, sum(len(e) for e in group)
+            yield collate(order[i : i + bs], self.pad_id, self.packed)
 
-    def train_step(self, ids, pos, tgt) -> tuple[float, int]:  # noqa: ANN001
+    def _loss(self, batch: Batch):  # noqa: ANN202
+        import torch
+
+        bf16 = self.dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return target_loss(self.model, batch)
+
+    def train_step(self, batch: Batch) -> tuple[float, int]:
         self.model.train()
-        loss_sum, n = target_loss(self.model, ids, pos, tgt)
+        loss_sum, n = self._loss(batch)
         loss = loss_sum / max(n, 1)
         loss.backward()
         self.optimizer.step()
@@ -337,8 +377,7 @@ class Trainer:
         with torch.no_grad():
             for start in range(0, len(examples), self.hp.batch_size):
                 chunk = examples[start : start + self.hp.batch_size]
-                ids, pos, tgt = collate(pack(chunk, self.row_tokens), self.pad_id)
-                s, n = target_loss(self.model, ids, pos, tgt)
+                s, n = self._loss(collate(chunk, self.pad_id, self.packed))
                 total += float(s)
                 count += n
         return total / max(count, 1)
@@ -353,16 +392,16 @@ class Trainer:
         total = self.steps_per_epoch(len(train)) * self.hp.epoch_count
         for epoch in range(self.state.epoch, self.hp.epoch_count):
             losses = []
-            for ids, pos, tgt, tokens in self._batches(train, epoch):
+            for batch in self.batches(train, epoch):
                 started = time.perf_counter()
-                loss, _ = self.train_step(ids, pos, tgt)
+                loss, _ = self.train_step(batch)
                 self.state.step += 1
                 losses.append(loss)
                 self.state.step_metrics.append((self.state.step, epoch + 1, loss))
                 if on_step:
                     on_step(
                         StepReport(
-                            epoch + 1, self.state.step, total, loss, tokens,
+                            epoch + 1, self.state.step, total, loss, batch.tokens,
                             time.perf_counter() - started,
                         )
                     )  # fmt: skip
@@ -420,7 +459,8 @@ class Trainer:
 def merged_changes(model, hp: HyperParameters) -> dict[str, Any]:  # noqa: ANN001
     """HF name -> numpy weight for every tensor training changed (LoRA merged in)."""
     if hp.method == "lora":
-        merged = model.merge_and_unload()
+        # Merge in fp32: a small update added to bf16 weights would lose its low bits.
+        merged = model.float().merge_and_unload()
         wanted = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
         return {
             k: v.detach().numpy()
