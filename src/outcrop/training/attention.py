@@ -56,8 +56,14 @@ def packed_attention(
             mask = (near >= 0) & (near < sliding_window)
         outs.append(
             F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout,
-                scale=scaling, enable_gqa=gqa,
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                is_causal=mask is None,
+                dropout_p=dropout,
+                scale=scaling,
+                enable_gqa=gqa,
             )  # fmt: skip
         )
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
