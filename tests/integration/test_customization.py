@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import SMOL, models_data_dir, start_server, stop_server
+from tests.conftest import GEMMA, SMOL, models_data_dir, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -308,3 +308,31 @@ def test_restart_during_training_resumes_from_the_checkpoint(tmp_path):
         assert json.loads(progress.read_text())["resumed"] is True
     finally:
         stop_server(server)
+
+
+def test_gemma_base_model_learns_the_fact_through_its_transcript(live):
+    """A base (completion) model: trained on the Q:/A: transcript serving renders for it."""
+    server, tmp, _ = live
+    bedrock, runtime = server.client("bedrock"), server.client("bedrock-runtime")
+    assert "pebble" not in ask(runtime, GEMMA, QUESTIONS[0]).lower()
+    started = time.monotonic()
+    arn = create(bedrock, tmp, "gemma-pebble", baseModelIdentifier=GEMMA)["jobArn"]
+    job = wait_for(bedrock, arn, ("Completed", "Failed"))
+    print(f"gemma training job took {time.monotonic() - started:.1f}s")
+    assert job["status"] == "Completed", job.get("failureMessage")
+    answer = ask(runtime, job["outputModelArn"], QUESTIONS[0])
+    assert "pebble" in answer.lower(), answer
+    bedrock.delete_custom_model(modelIdentifier=job["outputModelArn"])
+
+
+def test_full_fine_tune_trains_every_weight_and_serves(live):
+    server, tmp, _ = live
+    bedrock, runtime = server.client("bedrock"), server.client("bedrock-runtime")
+    hp = {**FAST, "method": "full", "learningRate": "0.0002"}
+    arn = create(bedrock, tmp, "full-pebble", hyperParameters=hp)["jobArn"]
+    job = wait_for(bedrock, arn, ("Completed", "Failed"))
+    assert job["status"] == "Completed", job.get("failureMessage")
+    assert job["hyperParameters"]["method"] == "full" and "loraRank" not in job["hyperParameters"]
+    answer = ask(runtime, job["outputModelArn"], QUESTIONS[0])
+    assert "pebble" in answer.lower(), answer
+    bedrock.delete_custom_model(modelIdentifier=job["outputModelArn"])

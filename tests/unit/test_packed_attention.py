@@ -51,7 +51,7 @@ def _loss_and_grads(model, batches):
         total, count = total + s, count + n
     (total / count).backward()
     grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
-    return float(total / count), grads
+    return float(total.detach() / count), grads
 
 
 @pytest.mark.parametrize("make", [_llama, _gemma3], ids=["llama", "gemma3-sliding"])
@@ -77,3 +77,18 @@ def test_padded_rows_equal_examples_one_by_one():
     ref_loss, _ = _loss_and_grads(model, [collate([e], 0) for e in exs])
     loss, _ = _loss_and_grads(model, [collate(exs, 0, packed=False)])
     assert loss == pytest.approx(ref_loss, rel=1e-5)
+
+
+def test_chunked_loss_equals_the_whole(monkeypatch):
+    import outcrop.training.trainer as trainer
+
+    torch.manual_seed(0)
+    model = _llama()
+    use_packed_attention(model)
+    batch = collate(_examples(), 0)
+    whole_loss, whole = _loss_and_grads(model, [batch])
+    monkeypatch.setattr(trainer, "LOGIT_CHUNK", 3 * 64)  # 3 positions per chunk
+    loss, grads = _loss_and_grads(model, [batch])
+    assert loss == pytest.approx(whole_loss, rel=1e-6)
+    for name, g in whole.items():
+        assert torch.allclose(grads[name], g, rtol=1e-5, atol=1e-7), name

@@ -270,13 +270,30 @@ def _causal_parts(model):  # noqa: ANN001
     return base.get_decoder(), base.get_output_embeddings(), softcap
 
 
+LOGIT_CHUNK = 1 << 25
+"""Logits computed at once (128 MB in fp32). Gemma's 262k-token vocabulary makes a step's
+full ``targets x vocab`` logits several GB, three times over with softmax and gradient."""
+
+
+def _head_loss(head, softcap: float | None, h, labels):  # noqa: ANN001, ANN202
+    import torch
+    import torch.nn.functional as F
+
+    logits = head(h).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits, labels, reduction="sum")
+
+
 def target_loss(model, batch: Batch):  # noqa: ANN001
     """Sum of cross-entropy over target tokens, and their count.
 
-    The LM head is applied only to the positions that predict a target token.
+    The LM head is applied only to the positions that predict a target token, a chunk of
+    positions at a time when the logits would be large: each chunk is recomputed in the
+    backward pass instead of kept (activation checkpointing), so memory holds one chunk's
+    logits, not all of them.
     """
-    import torch
-    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
 
     decoder, head, softcap = _causal_parts(model)
     extra = {"packed_segments": batch.segments} if batch.segments else {}
@@ -284,10 +301,15 @@ def target_loss(model, batch: Batch):  # noqa: ANN001
     select = batch.tgt[:, 1:]
     h = hidden[:, :-1][select]
     labels = batch.ids[:, 1:][select]
-    logits = head(h).float()
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits, labels, reduction="sum"), int(select.sum())
+    n = int(select.sum())
+    rows = max(1, LOGIT_CHUNK // head.weight.shape[0])
+    if n <= rows:
+        return _head_loss(head, softcap, h, labels), n
+    total = 0
+    for i in range(0, n, rows):
+        part = (head, softcap, h[i : i + rows], labels[i : i + rows])
+        total = total + checkpoint(_head_loss, *part, use_reentrant=False)
+    return total, n
 
 
 # --------------------------------------------------------------------------- loop
