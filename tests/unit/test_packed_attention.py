@@ -69,6 +69,19 @@ def test_packed_row_equals_examples_one_by_one(make):
         assert torch.allclose(grads[name], g, rtol=1e-4, atol=1e-6), name
 
 
+@pytest.mark.parametrize("make", [_llama, _gemma3], ids=["llama", "gemma3-sliding"])
+def test_packed_bf16_row_matches_examples_one_by_one(make):
+    """bf16 takes the matmul path for short examples; it must agree to bf16 precision."""
+    torch.manual_seed(0)
+    model = make().to(torch.bfloat16)
+    model.set_attn_implementation("eager")
+    exs = _examples()
+    ref_loss, _ = _loss_and_grads(model, [collate([e], 0) for e in exs])
+    assert use_packed_attention(model)
+    loss, _ = _loss_and_grads(model, [collate(exs, 0)])
+    assert loss == pytest.approx(ref_loss, rel=2e-2)
+
+
 def test_padded_rows_equal_examples_one_by_one():
     torch.manual_seed(0)
     model = _llama()
@@ -92,3 +105,20 @@ def test_chunked_loss_equals_the_whole(monkeypatch):
     assert loss == pytest.approx(whole_loss, rel=1e-6)
     for name, g in whole.items():
         assert torch.allclose(grads[name], g, rtol=1e-5, atol=1e-7), name
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_small_bf16_attention_matches_the_flash_kernel(window):
+    from outcrop.training.attention import _small_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, h, 12, 8, generator=g) for h in (4, 2, 2))
+    i = torch.arange(12)
+    mask = (i[:, None] - i[None, :]) >= 0
+    if window:
+        mask &= (i[:, None] - i[None, :]) < window
+    ours = _small_attention(q, k, v, 0.3, mask)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, scale=0.3, enable_gqa=True
+    )
+    assert torch.allclose(ours, ref, atol=1e-5)

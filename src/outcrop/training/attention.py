@@ -7,6 +7,11 @@ densely, so its cost grows with the square of the *row*: at batch 8 x ~140 token
 each example gets its own causal ``scaled_dot_product_attention`` over views of the row —
 the cost is the sum of the squares of the examples, and no mask is built.
 
+For short bf16 examples the attention is spelled out as two batched matmuls and a softmax:
+PyTorch's CPU flash kernel is built for long sequences, and below ~300 tokens its bf16
+backward pass takes about twice as long (140 tokens, 9 heads: 1.7 ms vs 3.5 ms per
+forward+backward).
+
 Registered with transformers' ``AttentionInterface`` under :data:`NAME`; the trainer
 passes ``packed_segments=((start, length), ...)`` through the model's forward kwargs.
 Without segments (a plain forward) the row is one causal sequence.
@@ -17,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 NAME = "outcrop_packed"
+SMALL = 256
+"""Examples up to this many tokens use :func:`_small_attention` in bf16."""
 
 Segments = tuple[tuple[int, int], ...]
 
@@ -50,10 +57,16 @@ def packed_attention(
         k = key[:, :, start : start + length]
         v = value[:, :, start : start + length]
         mask = None
-        if sliding_window and length > sliding_window:
+        small = length <= SMALL and query.dtype == torch.bfloat16 and not dropout
+        if small or (sliding_window and length > sliding_window):
             i = torch.arange(length, device=query.device)
             near = i[:, None] - i[None, :]
-            mask = (near >= 0) & (near < sliding_window)
+            mask = near >= 0
+            if sliding_window:
+                mask &= near < sliding_window
+        if small:
+            outs.append(_small_attention(q, k, v, scaling, mask))
+            continue
         outs.append(
             F.scaled_dot_product_attention(
                 q,
@@ -68,6 +81,20 @@ def packed_attention(
         )
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _small_attention(q: Any, k: Any, v: Any, scale: float | None, mask: Any):
+    """Causal attention as matmuls; query heads grouped over their shared key/value head."""
+    import torch
+
+    b, heads, length, dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
+    scores = q.view(b, kv_heads, group, length, dim) @ k.unsqueeze(2).transpose(-1, -2)
+    scores = scores * (scale if scale is not None else dim**-0.5)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return (weights @ v.unsqueeze(2)).view(b, heads, length, dim)
 
 
 def supports(config: Any) -> bool:
