@@ -5,12 +5,17 @@ learning rate, torch threads — runs through both in one process, and the scrip
 real (non-padding) tokens per second for each and the ratio. The data are instruction
 pairs of varied length (as real data are), the loss is on completion tokens only in both.
 
-    python benchmarks/bench_train.py [--data-dir DIR] [--steps 8] [--batch-size 8]
-                                     [--seq-len 512] [--threads 1] [--rounds 2]
+    python benchmarks/bench_train.py [--data-dir DIR] [--model ID] [--steps 8]
+                                     [--batch-size 8] [--seq-len 512] [--threads 1]
+                                     [--rounds 2] [--headline-only]
 
 The baseline is what the Hugging Face docs recommend for this: ``Trainer`` with
 ``DataCollatorForSeq2Seq`` (dynamic padding to the longest example of each batch, labels
--100 on prompt and padding), peft LoRA on the same modules, constant learning rate.
+-100 on prompt and padding), peft LoRA on the same modules, constant learning rate, fp32
+(its default). The headline ratio is outcrop at its default precision (``auto``: bf16 on
+CPUs that multiply bf16 natively) against that. Where bf16 is native, two more runs say
+where the gain comes from: outcrop forced to fp32 (same precision as the baseline), and
+the baseline with ``bf16=True`` (same precision as outcrop). Rounds alternate all runs.
 """
 
 from __future__ import annotations
