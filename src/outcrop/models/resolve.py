@@ -78,14 +78,20 @@ def strip_geo_prefix(model_id: str) -> str:
 
 
 def base_model_id(model_id: str) -> str:
-    """The ID with any ARN wrapper and geo prefix removed (what names the model family)."""
+    """The ID with any ARN wrapper and geo prefix removed (what names the model family).
+
+    Lenient where resolution is strict: an ARN that :func:`parse_arn` rejects (a short
+    account, say) still names its family by its resource, so the body dialect follows it.
+    """
+    model_id = model_id.strip()
     arn = parse_arn(model_id)
     if arn is not None:
-        rid = arn.resource_id
-        if arn.resource_type in _ID_RESOURCE_TYPES:
-            return strip_geo_prefix(rid)
-        return rid
-    return strip_geo_prefix(model_id)
+        rtype, rid = arn.resource_type, arn.resource_id
+    elif model_id.startswith("arn:") and model_id.count(":") >= 5:
+        rtype, _, rid = model_id.split(":", 5)[5].partition("/")
+    else:
+        return strip_geo_prefix(model_id)
+    return strip_geo_prefix(rid) if rtype in _ID_RESOURCE_TYPES else rid
 
 
 @dataclass(frozen=True)

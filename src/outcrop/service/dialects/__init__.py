@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from outcrop.models.resolve import base_model_id
 from outcrop.service.dialects.ai21 import JambaDialect, JurassicDialect
 from outcrop.service.dialects.anthropic import AnthropicDialect
 from outcrop.service.dialects.base import Dialect, InvokeContext
@@ -18,9 +19,6 @@ from outcrop.service.dialects.local import LocalDialect
 from outcrop.service.dialects.mistral import MistralDialect
 from outcrop.service.dialects.nova import NovaDialect
 from outcrop.service.dialects.titan import TitanDialect
-
-# Cross-region inference-profile prefixes (``us.anthropic.claude-...``).
-GEO_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.")
 
 # First match wins, so the more specific prefixes come first.
 _ROUTES: tuple[tuple[str, Callable[[], Dialect]], ...] = (
@@ -37,18 +35,6 @@ _ROUTES: tuple[tuple[str, Callable[[], Dialect]], ...] = (
 )
 
 
-def base_model_id(model_id: str) -> str:
-    """The foundation-model part of an ID: ARN resource name, geo prefix removed."""
-    model = model_id.strip()
-    if model.startswith("arn:"):
-        # arn:aws:bedrock:region::foundation-model/<id>, .../inference-profile/<profile id>
-        model = model.rsplit("/", 1)[-1]
-    for prefix in GEO_PREFIXES:
-        if model.startswith(prefix):
-            return model[len(prefix) :]
-    return model
-
-
 def dialect_for(model_id: str) -> Dialect:
     model = base_model_id(model_id).lower()
     for prefix, factory in _ROUTES:
@@ -58,7 +44,7 @@ def dialect_for(model_id: str) -> Dialect:
 
 
 __all__ = [
-    "GEO_PREFIXES",
+    "base_model_id",
     "AnthropicDialect",
     "CohereChatDialect",
     "CohereCommandDialect",
