@@ -235,6 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         memory_budget_mb=args.memory_budget_mb,
         keep_alive=args.keep_alive,
         weight_format=args.weight_format,
+        gpu_layers=args.gpu_layers,
     )
     if args.alias:
         # --alias flags come first: they win over aliases from the environment / config file.
@@ -449,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=None, help="queued requests per model")
     p.add_argument("--parallel", type=int, default=None, help="parallel slots per model")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: auto)")
+    p.add_argument(
+        "--gpu-layers", type=int, default=None,
+        help="layers llama.cpp offloads to a GPU (-1: all; needs a GPU build of llama-cpp-python)",
+    )  # fmt: skip
     p.add_argument(
         "--s3-endpoint-url", default=None, help="S3-compatible endpoint for s3:// job data"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ class Server:
 
 
 def engine_factory(settings: Settings):
-    if os.environ.get("OUTCROP_BENCH_INSTANT_ENGINE") == "1":  # `outcrop bench` only
+    if settings.bench_instant_engine:
         from outcrop.bench.instant_engine import InstantEngine
 
         return lambda card, path: InstantEngine(card.model_id)
@@ -68,6 +67,8 @@ def engine_factory(settings: Settings):
             max_queue=settings.max_queue,
             prefill_chunk=settings.prefill_chunk,
             n_threads=settings.n_threads,
+            gpu_layers=settings.gpu_layers,
+            llama_log=settings.llama_log,
         )
         return LlamaCppEngine(card.model_id, path, config)
 

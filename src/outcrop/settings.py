@@ -181,6 +181,13 @@ class Settings(BaseSettings):
     keep_alive: float | None = Field(300.0)
     """Seconds an idle model stays loaded; None or a negative value = forever."""
     prefill_chunk: int = Field(64, ge=1)
+    gpu_layers: int = Field(0, ge=-1)
+    """Layers llama.cpp offloads to a GPU (-1 = all); needs a llama-cpp-python built with
+    CUDA / Metal / Vulkan (``CMAKE_ARGS="-DGGML_CUDA=on" pip install ...``)."""
+    llama_log: bool = False
+    """Print llama.cpp's own log (model loading, backend) to the server's output."""
+    bench_instant_engine: bool = False
+    """``outcrop bench`` only: answer from an instant fake engine to time the HTTP layer."""
     s3_endpoint_url: str | None = None
     """S3-compatible endpoint for ``s3://`` data in customization jobs; None maps
     ``s3://bucket/key`` to ``<data_dir>/s3/bucket/key``."""

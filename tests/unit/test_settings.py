@@ -53,6 +53,8 @@ def test_env(monkeypatch, tmp_path):
     monkeypatch.setenv("OUTCROP_API_KEY", "bedrock-api-key")
     monkeypatch.setenv("OUTCROP_MAX_QUEUE", "5")
     monkeypatch.setenv("OUTCROP_N_THREADS", "3")
+    monkeypatch.setenv("OUTCROP_GPU_LAYERS", "-1")
+    monkeypatch.setenv("OUTCROP_LLAMA_LOG", "1")
     monkeypatch.setenv("OUTCROP_ALIASES", "anthropic.*=google.gemma-3-270m-v1:0,*embed*=x.y")
     s = Settings()
     assert s.port == 9001 and s.data_dir == tmp_path
@@ -62,6 +64,7 @@ def test_env(monkeypatch, tmp_path):
         "bedrock-api-key",
     )
     assert s.max_queue == 5 and s.n_threads == 3
+    assert s.gpu_layers == -1 and s.llama_log is True
     assert s.aliases == [("anthropic.*", "google.gemma-3-270m-v1:0"), ("*embed*", "x.y")]
     assert "secret" not in repr(s) and "bedrock-api-key" not in repr(s)
 

@@ -44,6 +44,8 @@ class EngineConfig:
     max_step_tokens: int = 512
     prefill_chunk: int = 64
     n_threads: int | None = None
+    gpu_layers: int = 0
+    llama_log: bool = False
 
 
 class LlamaCppEngine(TextEngine):
@@ -57,6 +59,8 @@ class LlamaCppEngine(TextEngine):
                 n_ctx_per_seq=self.config.n_ctx_per_seq,
                 n_batch=self.config.max_step_tokens,
                 n_threads=self.config.n_threads,
+                n_gpu_layers=self.config.gpu_layers,
+                log=self.config.llama_log,
             ),
         )
         self.n_ctx_per_seq = self.model.n_ctx_per_seq

@@ -20,12 +20,12 @@ _backend_ready = False
 _LOG_CALLBACK = None
 
 
-def _init_backend() -> None:
+def _init_backend(verbose: bool = False) -> None:
+    """Once per process; the first caller decides whether llama.cpp's log is printed."""
     global _backend_ready, _LOG_CALLBACK
     with _backend_lock:
         if _backend_ready:
             return
-        verbose = os.environ.get("OUTCROP_LLAMA_LOG") == "1"
 
         @ll.llama_log_callback
         def _log(level, text, user_data):  # noqa: ANN001
@@ -44,17 +44,19 @@ class ContextConfig:
     n_ctx_per_seq: int = 2048
     n_batch: int = 512
     n_threads: int | None = None
+    n_gpu_layers: int = 0
+    log: bool = False
 
 
 class LlamaModel:
     """Owns a llama_model, its vocabulary and one llama_context for batched decoding."""
 
     def __init__(self, path: Path, config: ContextConfig) -> None:
-        _init_backend()
+        _init_backend(config.log)
         self.path = Path(path)
         self.config = config
         mparams = ll.llama_model_default_params()
-        mparams.n_gpu_layers = int(os.environ.get("OUTCROP_GPU_LAYERS", "0"))
+        mparams.n_gpu_layers = config.n_gpu_layers
         self.model = ll.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {self.path} (not a valid GGUF file?)")
