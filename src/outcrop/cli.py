@@ -9,50 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _err(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]error:[/] {escape(message)}"
-    )
-
-
-def _settings(args: argparse.Namespace, **extra: Any):
-    """Build Settings from the CLI flags that were given (None = not given)."""
-    from pydantic import ValidationError as PydanticValidationError
-
-    from outcrop.settings import Settings
-
-    kwargs = {k: v for k, v in extra.items() if v is not None}
-    if getattr(args, "data_dir", None) is not None:
-        kwargs["data_dir"] = args.data_dir
-    if getattr(args, "config", None) is not None:
-        kwargs["config_file"] = args.config
-    try:
-        return Settings(**kwargs)
-    except PydanticValidationError as exc:
-        msgs = []
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e.get("loc", ()))
-            msg = str(e.get("msg", "")).removeprefix("Value error, ")
-            msgs.append(f"{loc}: {msg}" if loc else msg)
-        raise CliError("invalid settings: " + "; ".join(msgs), EXIT_USAGE) from None
-    except ValueError as exc:
-        raise CliError(f"invalid settings: {exc}", EXIT_USAGE) from None
+from outcrop.cli_support import EXIT_USAGE, CliError, print_error, settings_from_args
 
 
 def _resolver(settings=None, catalog=None):
@@ -181,7 +138,7 @@ def cmd_models_ps(args: argparse.Namespace) -> int:
 
     from outcrop.credentials import load_or_create_credentials
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     endpoint = (args.endpoint or f"http://{settings.host}:{settings.port}").rstrip("/")
     if settings.access_key_id and settings.secret_access_key:
         key, secret = settings.access_key_id, settings.secret_access_key
@@ -221,7 +178,7 @@ def cmd_models_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings(
+    settings = settings_from_args(
         args,
         host=args.host,
         port=args.port,
@@ -260,7 +217,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     from outcrop.models.catalog import Catalog
     from outcrop.models.store import ModelStore
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     catalog = Catalog()
     store = ModelStore(settings.data_dir)
     installed = {card.model_id: (card, size) for card, size in store.list_installed()}
@@ -304,7 +261,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_models_pull(args: argparse.Namespace) -> int:
     from outcrop.models.store import ModelStore, ModelStoreError
 
-    settings = _settings(args, weight_format=args.weight_format)
+    settings = settings_from_args(args, weight_format=args.weight_format)
     resolver = _resolver(settings)
     cards = [_resolve_card(resolver, m) for m in args.model_ids]  # validate all first
     store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
@@ -338,7 +295,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
 def cmd_models_rm(args: argparse.Namespace) -> int:
     from outcrop.models.store import ModelStore
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     card = _resolve_card(_resolver(settings), args.model_id)
     if ModelStore(settings.data_dir).remove(card):
         print(f"{card.model_id}: removed")
@@ -354,7 +311,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     from outcrop.models.catalog import to_foundation_model_summary
     from outcrop.models.store import ModelStore
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     card = _resolve_card(_resolver(settings), args.model_id)
     store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
     path = store.path(card)
@@ -383,7 +340,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 def cmd_credentials(args: argparse.Namespace) -> int:
     from outcrop import credentials
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     endpoint = args.endpoint
     if endpoint is None:
         host = settings.host
@@ -403,7 +360,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from outcrop.bench import options, runner
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     try:
         opts = options.from_args(args, settings.data_dir)
     except ValueError as exc:
@@ -540,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CliError as exc:
-        _err(exc.message)
+        print_error(exc.message)
         return exc.code
     except KeyboardInterrupt:
         return 130

@@ -12,6 +12,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from outcrop.cli_support import CliError, settings_from_args
+
 _STYLE = {
     "InProgress": "yellow",
     "Completed": "green",
@@ -22,10 +24,9 @@ _STYLE = {
 
 
 def _db(args: argparse.Namespace):
-    from outcrop.cli import _settings
     from outcrop.training.records import Database
 
-    return Database(_settings(args).data_dir)
+    return Database(settings_from_args(args).data_dir)
 
 
 def _when(ts: float | None) -> str:
@@ -94,8 +95,6 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
-
-    from outcrop.cli import CliError
 
     db = _db(args)
     job = db.job(args.job)
