@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -71,49 +70,30 @@ class _Evaluator:
     def __init__(self, path: Path, n_ctx: int, n_batch: int, n_threads: int | None) -> None:
         import llama_cpp as ll
 
-        from outcrop.engines.llamacpp.model import _init_backend
+        from outcrop.engines.llamacpp.model import ContextConfig, LlamaModel
 
-        _init_backend()  # quiet logging, backend initialised once
         self.ll = ll
-        mparams = ll.llama_model_default_params()
-        mparams.n_gpu_layers = 0
-        self.model = ll.llama_model_load_from_file(str(path).encode(), mparams)
-        if not self.model:
-            raise ValueError(f"llama.cpp could not load {path} (not a valid GGUF file?)")
-        self.vocab = ll.llama_model_get_vocab(self.model)
-        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
-        self.n_ctx = min(n_ctx, ll.llama_model_n_ctx_train(self.model))
-        rows = max(16, min(n_batch, LOGITS_BUDGET_BYTES // (4 * self.n_vocab)))
-        self.n_batch = min(rows, self.n_ctx)
-        threads = n_threads or max(1, os.cpu_count() or 1)
-        cparams = ll.llama_context_default_params()
-        cparams.n_ctx = self.n_ctx
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
-        cparams.n_seq_max = 1
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        cparams.no_perf = True
-        self.ctx = ll.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            ll.llama_model_free(self.model)
-            raise ValueError(f"llama.cpp could not create a context for {path}")
-        self.memory = ll.llama_get_memory(self.ctx)
+        try:
+            self.lm = LlamaModel(
+                path,
+                ContextConfig(
+                    n_seq_max=1, n_ctx_per_seq=n_ctx, n_batch=n_batch, n_threads=n_threads,
+                    logits_budget_bytes=LOGITS_BUDGET_BYTES,
+                ),
+            )  # fmt: skip
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
+        self.model, self.ctx, self.vocab = self.lm.model, self.lm.ctx, self.lm.vocab
+        self.n_vocab, self.n_batch = self.lm.n_vocab, self.lm.n_batch
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.bos = ll.llama_vocab_bos(self.vocab)
         self.adds_bos = bool(ll.llama_vocab_get_add_bos(self.vocab)) and self.bos >= 0
 
     def close(self) -> None:
-        ll = self.ll
         if self.batch is not None:
-            ll.llama_batch_free(self.batch)
+            self.ll.llama_batch_free(self.batch)
             self.batch = None
-        if self.ctx:
-            ll.llama_free(self.ctx)
-            self.ctx = None
-        if self.model:
-            ll.llama_model_free(self.model)
-            self.model = None
+        self.lm.close()
 
     def __enter__(self) -> _Evaluator:
         return self
@@ -122,14 +102,7 @@ class _Evaluator:
         self.close()
 
     def tokenize(self, text: str, add_special: bool, parse_special: bool = False) -> list[int]:
-        ll = self.ll
-        data = text.encode("utf-8")
-        cap = len(data) + 16
-        buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:
-            raise ValueError("tokenization failed")
-        return list(buf[:n])
+        return self.lm.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def render(self, question: str) -> tuple[str, bool]:
         """(prompt text, whether it already holds the special tokens)."""
@@ -148,7 +121,7 @@ class _Evaluator:
         return buf.raw[:n].decode("utf-8", "replace"), True
 
     def reset(self) -> None:
-        self.ll.llama_memory_clear(self.memory, True)
+        self.ll.llama_memory_clear(self.lm.memory, True)
 
     def decode(self, tokens: list[int], start_pos: int, all_logits: bool) -> np.ndarray:
         """Decode *tokens* at positions start_pos.. (len <= n_batch); the logits rows

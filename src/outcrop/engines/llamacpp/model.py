@@ -46,6 +46,9 @@ class ContextConfig:
     n_threads: int | None = None
     n_gpu_layers: int = 0
     log: bool = False
+    logits_budget_bytes: int | None = None
+    """Cap ``n_batch`` so one batch's logits for every position fit (evaluation decodes
+    ask for all of them; Gemma's 262k-word vocabulary makes each row 1 MiB)."""
 
 
 class LlamaModel:
@@ -65,11 +68,15 @@ class LlamaModel:
         self.n_ctx_train = ll.llama_model_n_ctx_train(self.model)
 
         n_ctx_per_seq = min(config.n_ctx_per_seq, self.n_ctx_train)
+        n_batch = config.n_batch
+        if config.logits_budget_bytes:
+            n_batch = max(16, min(n_batch, config.logits_budget_bytes // (4 * self.n_vocab)))
+        self.n_batch = min(n_batch, n_ctx_per_seq * config.n_seq_max)
         threads = config.n_threads or max(1, os.cpu_count() or 1)
         cparams = ll.llama_context_default_params()
         cparams.n_ctx = n_ctx_per_seq * config.n_seq_max
-        cparams.n_batch = config.n_batch
-        cparams.n_ubatch = config.n_batch
+        cparams.n_batch = self.n_batch
+        cparams.n_ubatch = self.n_batch
         cparams.n_seq_max = config.n_seq_max
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
