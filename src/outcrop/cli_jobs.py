@@ -130,6 +130,8 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             detail = f"epoch {p.get('epoch', 0)}/{p.get('epochs', '?')} {p.get('phase', 'queued')}"
             if loss is not None:
                 detail += f" loss {loss:.4f}"
+            if p.get("tokens_per_s"):
+                detail += f" {p['tokens_per_s']:.0f} tok/s ({p.get('precision', '?')})"
             bar.update(
                 task, completed=p.get("step", 0), total=p.get("total_steps") or None, detail=detail
             )

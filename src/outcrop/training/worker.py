@@ -137,7 +137,7 @@ def run(job_dir: Path) -> dict[str, Any]:
     report(
         phase="training", epoch=trainer.state.epoch, step=trainer.state.step,
         total_steps=total, epochs=hp.epoch_count, resumed=resumed,
-        examples=len(train), loss=None,
+        examples=len(train), loss=None, precision=str(trainer.dtype).removeprefix("torch."),
     )  # fmt: skip
 
     def on_step(r: StepReport) -> None:
