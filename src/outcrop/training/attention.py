@@ -1,11 +1,13 @@
 """Attention over packed rows, one example at a time.
 
 A training step lays all its examples end to end in a single row (no padding at all). The
-stock SDPA path then attends over the whole row with a block-diagonal mask that it builds
-densely, so its cost grows with the square of the *row*: at batch 8 x ~140 tokens that was
-29% of a step's time on CPU, almost all of it spent on pairs the mask throws away. Here
-each example gets its own causal ``scaled_dot_product_attention`` over views of the row —
-the cost is the sum of the squares of the examples, and no mask is built.
+stock attention then works over the whole row — its cost grows with the square of the
+*row*: at batch 8 x ~140 tokens that was 29% of a step's time on CPU. (And it only keeps
+the examples apart when the forward is called without a KV cache: transformers detects
+packed rows from restarting position ids only then, and a model whose config says
+``use_cache`` makes one by default.) Here each example gets its own causal
+``scaled_dot_product_attention`` over views of the row — the cost is the sum of the
+squares of the examples, no mask is built, and there is nothing to detect.
 
 For short bf16 examples the attention is spelled out as two batched matmuls and a softmax:
 PyTorch's CPU flash kernel is built for long sequences, and below ~300 tokens its bf16

@@ -7,8 +7,8 @@ Why it is faster than a generic Trainer on CPU:
   position ids restarting per example; no padding to the longest example.
 * **attention per example** (:mod:`outcrop.training.attention`) — each example attends
   only to itself, so attention costs the sum of the squares of the example lengths, not
-  the square of the row, and no mask is materialized. (transformers' own SDPA path does
-  not separate packed examples here: it attends across them — see that module.)
+  the square of the row, and no mask is materialized. (transformers' own path attends
+  across packed examples unless the forward runs without a KV cache — see that module.)
 * **bf16 where the CPU has it** — frozen weights stored in bf16, autocast for compute,
   fp32 adapters/optimizer state and an fp32 loss; fp32 on CPUs without native bf16.
 * **loss where it is taken** — the LM head runs only on positions whose next token is a
@@ -297,7 +297,9 @@ def target_loss(model, batch: Batch):  # noqa: ANN001
 
     decoder, head, softcap = _causal_parts(model)
     extra = {"packed_segments": batch.segments} if batch.segments else {}
-    hidden = decoder(input_ids=batch.ids, position_ids=batch.pos, **extra).last_hidden_state
+    hidden = decoder(
+        input_ids=batch.ids, position_ids=batch.pos, use_cache=False, **extra
+    ).last_hidden_state
     select = batch.tgt[:, 1:]
     h = hidden[:, :-1][select]
     labels = batch.ids[:, 1:][select]
