@@ -204,3 +204,8 @@ def test_helpers():
     assert parse_arn("arn:aws:bedrock:us-east-1::foundation-model") is None
     assert base_model_id(f"arn:aws:bedrock:us-east-1::foundation-model/{SMOL}") == SMOL
     assert base_model_id(f"jp.{SMOL}") == SMOL
+    # malformed ARNs still name their family (short account), or stay as they are
+    assert base_model_id(f"arn:aws:bedrock:us-east-1:123:inference-profile/eu.{SMOL}") == SMOL
+    assert base_model_id("arn:aws:bedrock:us-east-1:1:foundation-model:x") == (
+        "arn:aws:bedrock:us-east-1:1:foundation-model:x"
+    )

@@ -89,6 +89,8 @@ def base_model_id(model_id: str) -> str:
         rtype, rid = arn.resource_type, arn.resource_id
     elif model_id.startswith("arn:") and model_id.count(":") >= 5:
         rtype, _, rid = model_id.split(":", 5)[5].partition("/")
+        if not rid:
+            return model_id
     else:
         return strip_geo_prefix(model_id)
     return strip_geo_prefix(rid) if rtype in _ID_RESOURCE_TYPES else rid

@@ -49,6 +49,8 @@ def packed_attention(
     if attention_mask is not None:
         raise ValueError("packed attention takes segments, not a mask")
     n = query.shape[2]
+    if key.shape[2] != n:
+        raise ValueError("packed attention is for training: no KV cache, keys = queries")
     segments = packed_segments or ((0, n),)
     if query.shape[0] != 1 and len(segments) > 1:
         raise ValueError("packed attention expects a single packed row")
@@ -59,7 +61,8 @@ def packed_attention(
         k = key[:, :, start : start + length]
         v = value[:, :, start : start + length]
         mask = None
-        small = length <= SMALL and query.dtype == torch.bfloat16 and not dropout
+        bf16 = query.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")
+        small = length <= SMALL and bf16 and not dropout
         if small or (sliding_window and length > sliding_window):
             i = torch.arange(length, device=query.device)
             near = i[:, None] - i[None, :]
@@ -100,8 +103,12 @@ def _small_attention(q: Any, k: Any, v: Any, scale: float | None, mask: Any):
 
 
 def supports(config: Any) -> bool:
-    """Models whose attention is plain scaled dot product (with an optional window)."""
-    return not getattr(config, "attn_logit_softcapping", None)
+    """Causal models whose attention is plain scaled dot product (optional window)."""
+    return (
+        not getattr(config, "attn_logit_softcapping", None)
+        and getattr(config, "is_causal", True)
+        and not getattr(config, "use_bidirectional_attention", False)
+    )
 
 
 def use_packed_attention(model: Any) -> bool:

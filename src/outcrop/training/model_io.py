@@ -48,6 +48,18 @@ def cache_dir_for(gguf_path: Path, cache_root: Path) -> Path:
     return cache_root / f"{gguf_path.stem}-{st.st_size}"
 
 
+def original_weights(gguf_path: Path, cache_root: Path, names: set[str]) -> dict:
+    """The named fp32 tensors as converted from the GGUF (from the cache load_base wrote)."""
+    from safetensors import safe_open
+
+    out = {}
+    for shard in sorted(cache_dir_for(gguf_path, cache_root).glob("*.safetensors")):
+        with safe_open(shard, "pt") as st:
+            for key in names & set(st.keys()):
+                out[key] = st.get_tensor(key)
+    return out
+
+
 def load_base(gguf_path: Path, cache_root: Path):
     """(model, tokenizer) in fp32, ready to train; converts and caches on first use."""
     import torch

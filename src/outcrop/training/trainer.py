@@ -23,7 +23,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,9 @@ def collate(examples: Sequence[Example], pad_id: int, packed: bool = True) -> Ba
         for e in examples:
             starts.append(starts[-1] + len(e))
         segments = tuple((a, b - a) for a, b in zip(starts, starts[1:], strict=False))
+        # A first token has nothing of its own example before it: predicting it from the
+        # previous example's last token would train across examples.
+        tgt[0, starts[:-1]] = False
         return Batch(ids, pos, tgt, segments, starts[-1])
     width = max(len(e) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -212,16 +215,24 @@ def collate(examples: Sequence[Example], pad_id: int, packed: bool = True) -> Ba
 # --------------------------------------------------------------------------- model
 
 
-def compute_dtype(precision: str):  # noqa: ANN201
-    """``bf16`` where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX: about 4.7x
-    fp32's matmul speed on the reference machine), else fp32; ``precision`` forces one."""
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+"""/proc/cpuinfo flags of CPUs that multiply bfloat16 in hardware (x86 AVX512-BF16 and
+AMX; Arm's ``bf16``). AVX-512 alone only emulates it — no faster than fp32 — although
+PyTorch's own ``_is_mkldnn_bf16_supported`` says yes there."""
+
+
+def compute_dtype(precision: str, flags: frozenset[str] | None = None):  # noqa: ANN201
+    """``bf16`` where the CPU multiplies bfloat16 natively (4.7x fp32's matmul speed on
+    the reference machine), else fp32; ``precision`` forces one."""
     import torch
+
+    from outcrop.models.formats import cpu_flags
 
     if precision == "fp32":
         return torch.float32
     if precision == "bf16":
         return torch.bfloat16
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native = bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
     return torch.bfloat16 if native else torch.float32
 
 
@@ -244,7 +255,10 @@ def apply_method(model, hp: HyperParameters):  # noqa: ANN001
     from peft import LoraConfig, get_peft_model
 
     if compute_dtype(hp.precision) == torch.bfloat16:
-        model.to(torch.bfloat16)
+        # Parameters only: buffers such as RoPE's inv_freq must stay fp32, or positions
+        # drift (2^-9 relative error: ~1 rad for the fast frequencies at position 500).
+        for p in model.parameters():
+            p.data = p.data.to(torch.bfloat16)
     config = LoraConfig(
         r=hp.lora_rank,
         lora_alpha=hp.lora_alpha,
@@ -468,7 +482,8 @@ class Trainer:
         if self.checkpoint is None or not self.checkpoint.exists():
             return False
         blob = torch.load(self.checkpoint, weights_only=False)
-        if blob.get("hp") != self.hp.to_dict():
+        saved = {"precision": "auto", **blob.get("hp", {})}  # written before precision existed
+        if saved != self.hp.to_dict():
             return False
         named = dict(self.model.named_parameters())
         with torch.no_grad():
@@ -480,17 +495,34 @@ class Trainer:
         return True
 
 
-def merged_changes(model, hp: HyperParameters) -> dict[str, Any]:  # noqa: ANN001
-    """HF name -> numpy weight for every tensor training changed (LoRA merged in)."""
+def merged_changes(
+    model,  # noqa: ANN001
+    hp: HyperParameters,
+    originals: Callable[[set[str]], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """HF name -> numpy weight for every tensor training changed (LoRA merged in).
+
+    LoRA: each adapted weight is its fp32 original (from ``originals(names)``, when given)
+    plus the adapter's fp32 update — not the bf16 copy training ran on, whose rounding
+    would otherwise be baked into the export.
+    """
     if hp.method == "lora":
-        # Merge in fp32: a small update added to bf16 weights would lose its low bits.
-        merged = model.float().merge_and_unload()
-        wanted = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-        return {
-            k: v.detach().numpy()
-            for k, v in merged.state_dict().items()
-            if any(f".{w}." in k for w in wanted)
+        from peft.tuners.lora import LoraLayer
+
+        deltas = {
+            name.removeprefix("base_model.model.") + ".weight": module
+            for name, module in model.named_modules()
+            if isinstance(module, LoraLayer) and hasattr(module, "get_delta_weight")
         }
+        base = dict(originals(set(deltas))) if originals else {}
+        out = {}
+        for key, module in deltas.items():
+            weight = base.get(key)
+            if weight is None:
+                weight = module.get_base_layer().weight
+            delta = module.get_delta_weight(module.active_adapters[0])
+            out[key] = (weight.detach().float() + delta.detach().float()).numpy()
+        return out
     tied = getattr(model.config, "tie_word_embeddings", False)
     return {
         k: v.detach().numpy()

@@ -84,7 +84,7 @@ def run(job_dir: Path) -> dict[str, Any]:
 
     from outcrop.training.export import export_gguf
     from outcrop.training.hyper import HyperParameters
-    from outcrop.training.model_io import GgufInfo, load_base
+    from outcrop.training.model_io import GgufInfo, load_base, original_weights
     from outcrop.training.trainer import (
         ExampleError,
         Renderer,
@@ -166,7 +166,9 @@ def run(job_dir: Path) -> dict[str, Any]:
     state = trainer.fit(train, validation, on_step=on_step, on_epoch=on_epoch)
 
     report(phase="exporting")
-    changed = merged_changes(model, hp)
+    changed = merged_changes(
+        model, hp, lambda names: original_weights(base, Path(spec["cache_root"]), names)
+    )
     out = Path(spec["model_path"])
     export_gguf(base, changed, out, name=spec.get("model_name"))
     _check_loads(out)

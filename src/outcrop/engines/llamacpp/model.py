@@ -20,16 +20,20 @@ _backend_ready = False
 _LOG_CALLBACK = None
 
 
+_log_verbose = False
+
+
 def _init_backend(verbose: bool = False) -> None:
-    """Once per process; the first caller decides whether llama.cpp's log is printed."""
-    global _backend_ready, _LOG_CALLBACK
+    """Once per process; any caller may turn llama.cpp's log on (it stays on)."""
+    global _backend_ready, _LOG_CALLBACK, _log_verbose
     with _backend_lock:
+        _log_verbose = _log_verbose or verbose
         if _backend_ready:
             return
 
         @ll.llama_log_callback
         def _log(level, text, user_data):  # noqa: ANN001
-            if verbose:
+            if _log_verbose:
                 print(text.decode("utf-8", "replace"), end="", flush=True)
 
         _LOG_CALLBACK = _log
