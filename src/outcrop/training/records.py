@@ -98,22 +98,10 @@ class Database:
 
     def job(self, identifier: str) -> JobRecord | None:
         """By ARN, name or ID."""
-        with self.session() as s:
-            for column in (JobRecord.job_arn, JobRecord.job_name, JobRecord.job_id):
-                hit = s.scalars(select(JobRecord).where(column == identifier)).first()
-                if hit is not None:
-                    return hit
-        return None
+        return self._find(JobRecord, identifier, "job_arn", "job_name", "job_id")
 
     def update_job(self, job_id: str, **values: Any) -> JobRecord | None:
-        with self.session() as s:
-            job = s.get(JobRecord, job_id)
-            if job is None:
-                return None
-            for k, v in values.items():
-                setattr(job, k, v)
-            job.last_modified_time = time.time()
-            return job
+        return self._update(JobRecord, job_id, values, last_modified_time=time.time())
 
     # ------------------------------------------------------------------ models
 
@@ -122,25 +110,32 @@ class Database:
             return list(s.scalars(select(CustomModelRecord)))
 
     def model(self, identifier: str) -> CustomModelRecord | None:
+        """By ARN, name or ID."""
+        return self._find(CustomModelRecord, identifier, "model_arn", "model_name", "model_id")
+
+    def update_model(self, model_id: str, **values: Any) -> CustomModelRecord | None:
+        return self._update(CustomModelRecord, model_id, values)
+
+    # ------------------------------------------------------------------ shared
+
+    def _find(self, entity: type, identifier: str, *columns: str):  # noqa: ANN202
+        """The first record whose column (in the order given) equals ``identifier``."""
         with self.session() as s:
-            for column in (
-                CustomModelRecord.model_arn,
-                CustomModelRecord.model_name,
-                CustomModelRecord.model_id,
-            ):
-                hit = s.scalars(select(CustomModelRecord).where(column == identifier)).first()
+            for column in columns:
+                where = getattr(entity, column) == identifier
+                hit = s.scalars(select(entity).where(where)).first()
                 if hit is not None:
                     return hit
         return None
 
-    def update_model(self, model_id: str, **values: Any) -> CustomModelRecord | None:
+    def _update(self, entity: type, key: str, values: dict[str, Any], **stamps: Any):  # noqa: ANN202
         with self.session() as s:
-            model = s.get(CustomModelRecord, model_id)
-            if model is None:
+            record = s.get(entity, key)
+            if record is None:
                 return None
-            for k, v in values.items():
-                setattr(model, k, v)
-            return model
+            for k, v in {**values, **stamps}.items():
+                setattr(record, k, v)
+            return record
 
     def delete_model(self, model_id: str) -> None:
         with self.session() as s:
