@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from outcrop.errors import ValidationError
+from outcrop.models.resolve import base_model_id
 from outcrop.service.dialects import (
     AnthropicDialect,
     CohereChatDialect,
@@ -24,7 +25,6 @@ from outcrop.service.dialects import (
     MistralDialect,
     NovaDialect,
     TitanDialect,
-    base_model_id,
     dialect_for,
 )
 from outcrop.service.dialects.base import InvokeContext

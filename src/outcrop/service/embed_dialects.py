@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outcrop.service.dialects import base_model_id
+from outcrop.models.resolve import base_model_id
 from outcrop.service.dialects.base import InvokeContext
 from outcrop.service.embeddings import EmbedResult, check_dimensions, quantize
 from outcrop.service.fields import Obj

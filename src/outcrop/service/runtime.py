@@ -17,7 +17,7 @@ from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver
 from outcrop.service.prompt import build_prompt
-from outcrop.service.tools import OutputPlan, ToolPlan, parse_tool_call, plan_output, plan_tools
+from outcrop.service.tools import ToolPlan, parse_tool_call, plan_output, plan_tools
 from outcrop.service.types import ChatRequest, ChatResult, StreamEnd, StreamEvent, TextDelta, Usage
 
 DEFAULT_TEMPERATURE = 0.7
@@ -36,7 +36,6 @@ class Prepared:
     implicit_stops: list[str]
     started: float
     tool_plan: ToolPlan | None = None
-    output_plan: OutputPlan | None = None
 
 
 class RuntimeService:
@@ -103,12 +102,12 @@ class RuntimeService:
             top_p=DEFAULT_TOP_P if s.top_p is None else s.top_p,
             top_k=s.top_k or 0,
             seed=s.seed,
-            stop=list(s.stop) + [x for x in prompt.implicit_stops if x not in s.stop],
+            # Stop strings must not cut a forced JSON answer in half; the grammar ends it.
+            stop=[]
+            if output_plan is not None or (tool_plan is not None and tool_plan.forced)
+            else list(s.stop) + [x for x in prompt.implicit_stops if x not in s.stop],
             grammar=plan.grammar if plan else None,
         )
-        if output_plan is not None or (tool_plan is not None and tool_plan.forced):
-            # Stop strings must not cut a JSON answer in half; the grammar ends it.
-            gen.stop = []
         events = engine.generate(gen)
         return Prepared(
             card,
@@ -118,7 +117,6 @@ class RuntimeService:
             prompt.implicit_stops,
             started,
             tool_plan,
-            output_plan,
         )
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[StreamEvent]:
@@ -130,17 +128,20 @@ class RuntimeService:
         first_token_ms = 0
         started_text = False
         held: list[str] | None = None
-        metrics, model = self.metrics, prepared.card.model_id
+        # Label children looked up once per stream, not per token.
+        model = prepared.card.model_id
+        ttft = self.metrics.ttft.labels(model) if self.metrics is not None else None
+        itl = self.metrics.itl.labels(model) if self.metrics is not None else None
         last = 0.0
         async for event in prepared.events:
             if isinstance(event, TextChunk):
                 text = event.text
-                if metrics is not None:
+                if itl is not None and ttft is not None:
                     now = time.perf_counter()
                     if last:
-                        metrics.itl.labels(model).observe(now - last)
+                        itl.observe(now - last)
                     else:
-                        metrics.ttft.labels(model).observe(now - prepared.started)
+                        ttft.observe(now - prepared.started)
                     last = now
                 if held is not None:
                     held.append(text)
@@ -157,8 +158,8 @@ class RuntimeService:
                 yield TextDelta(text)
             elif isinstance(event, Finished):
                 result = self._result(event, prepared, first_token_ms)
-                if metrics is not None:
-                    metrics.usage(model, result.usage.input_tokens, result.usage.output_tokens)
+                if self.metrics is not None:
+                    self.metrics.usage(model, result.usage.input_tokens, result.usage.output_tokens)
                 if held is not None:
                     self._attach_tool_call("".join(held), result, prepared)
                     if result.text:

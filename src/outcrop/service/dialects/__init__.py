@@ -44,7 +44,6 @@ def dialect_for(model_id: str) -> Dialect:
 
 
 __all__ = [
-    "base_model_id",
     "AnthropicDialect",
     "CohereChatDialect",
     "CohereCommandDialect",
@@ -57,6 +56,5 @@ __all__ = [
     "MistralDialect",
     "NovaDialect",
     "TitanDialect",
-    "base_model_id",
     "dialect_for",
 ]
