@@ -136,7 +136,7 @@ class CustomizationService:
         self.jobs_dir = self.data_dir / "customization" / "jobs"
         self.models_dir = self.data_dir / "customization" / "models"
         self.unload = unload
-        self.runner = JobRunner(self.db, self._register_completed, threads=training_threads)
+        self.runner = JobRunner(self.db, self._register_card, threads=training_threads)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -339,9 +339,7 @@ class CustomizationService:
             if i < at:
                 status = "Completed"
             elif i == at:
-                status = {"InProgress": "InProgress", "Stopping": "Stopping"}.get(
-                    job.status, job.status if job.status in ("Failed", "Stopped") else "InProgress"
-                )
+                status = job.status  # the step the job is in (or ended in) shares its status
             else:
                 status = "NotStarted"
             details[f"{name}Details"] = {
@@ -501,9 +499,6 @@ class CustomizationService:
         shutil.rmtree(self.models_dir / model.model_id, ignore_errors=True)
 
     # ------------------------------------------------------------------ serving
-
-    def _register_completed(self, job: JobRecord, model: CustomModelRecord) -> None:
-        self._register_card(job, model)
 
     def _register_card(self, job: JobRecord, model: CustomModelRecord) -> None:
         base = self.catalog.get(model.base_model_id)

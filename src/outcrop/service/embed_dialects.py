@@ -50,8 +50,6 @@ class EmbedCall:
 
 
 class EmbedDialect(ABC):
-    name: str = ""
-
     @abstractmethod
     def parse(self, body: dict[str, Any], *, model_dimensions: int) -> EmbedCall:
         """Validate and translate a request body. Raises ValidationError."""
@@ -68,7 +66,6 @@ class TitanV1Dialect(EmbedDialect):
     Titan G1 did not truncate and had no ``normalize``; our vectors are unit length (cosine
     similarity is unchanged by that; dot products become cosines)."""
 
-    name = "titan-embed-v1"
     keys = ("inputText",)
 
     def parse(self, body: dict[str, Any], *, model_dimensions: int) -> EmbedCall:
@@ -85,7 +82,6 @@ class TitanV2Dialect(TitanV1Dialect):
 
     ``embeddingsByType.binary`` is one 0/1 per dimension (component > 0)."""
 
-    name = "titan-embed-v2"
     keys = ("inputText", "dimensions", "normalize", "embeddingTypes")
 
     def parse(self, body: dict[str, Any], *, model_dimensions: int) -> EmbedCall:
@@ -125,7 +121,6 @@ class CohereEmbedDialect(EmbedDialect):
     ``input_type`` is required and checked, but MiniLM has no query/document prompts, so
     every input type embeds the same way. Vectors are unit length, as Cohere's are."""
 
-    name = "cohere-embed"
     keys = ("texts", "input_type", "truncate", "embedding_types", "images", "output_dimension")
 
     def parse(self, body: dict[str, Any], *, model_dimensions: int) -> EmbedCall:

@@ -114,8 +114,6 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- quantization
 
-QUANTIZATIONS = ("float", "int8", "uint8", "binary", "ubinary", "bits")
-
 
 def quantize(vectors: Sequence[Sequence[float]] | np.ndarray, kind: str) -> list[list[int]]:
     """Integer forms of unit-length float vectors.

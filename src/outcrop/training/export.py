@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-OUT_TYPES = ("q8_0", "f16")
-
 
 def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
     """llama.cpp's Q/K row order (inverse of transformers' ``_reverse_permute_weights``)."""
@@ -65,14 +63,6 @@ class GgufLayout:
         if self.arch in ("gemma2", "gemma3") and "norm.weight" in gguf_name:
             return value + 1
         return value
-
-    def dequantized(self, gguf_name: str) -> np.ndarray:
-        import gguf
-
-        t = self.tensors[gguf_name]
-        return gguf.quants.dequantize(t.data, t.tensor_type).reshape(
-            [int(d) for d in reversed(t.shape)]
-        )
 
 
 def export_gguf(

@@ -15,8 +15,6 @@ from typing import Any
 from sqlalchemy import JSON, Float, String, Text, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-ACTIVE_JOB_STATES = ("InProgress", "Stopping")
-
 
 class Base(DeclarativeBase):
     pass

@@ -86,10 +86,6 @@ class JobRunner:
                 run.log_file.close()
             self._running.clear()
 
-    def is_running(self, job_id: str) -> bool:
-        with self._lock:
-            return job_id in self._running
-
     # ------------------------------------------------------------------ control
 
     def stop(self, job_id: str) -> None:
