@@ -114,6 +114,7 @@ def run_hf(args, path, cache, exs, tok, bf16: bool) -> tuple[float, float]:
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
     from outcrop.training.model_io import load_base
+    from outcrop.training.trainer import LORA_TARGETS
 
     torch.manual_seed(0)
     model, _ = load_base(path, cache)
@@ -121,7 +122,7 @@ def run_hf(args, path, cache, exs, tok, bf16: bool) -> tuple[float, float]:
         model,
         LoraConfig(
             r=16, lora_alpha=32, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            target_modules=list(LORA_TARGETS),
         ),
     )  # fmt: skip
     data = [

@@ -18,7 +18,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def _ms(x: float | None) -> float | None:
+def to_ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1000, 3)
 
 
@@ -45,12 +45,12 @@ def summarize_load(load: LoadResult) -> dict[str, Any]:
         "mean_output_tokens": round(out_tokens / len(ok), 1) if ok else 0,
         "output_tokens_per_s": round(out_tokens / load.wall_s, 2) if load.wall_s else 0.0,
         "requests_per_s": round(len(ok) / load.wall_s, 3) if load.wall_s else 0.0,
-        "ttft_p50_ms": _ms(percentile(ttft, 50)),
-        "ttft_p99_ms": _ms(percentile(ttft, 99)),
-        "itl_p50_ms": _ms(percentile(itl, 50)),
-        "itl_p99_ms": _ms(percentile(itl, 99)),
-        "latency_p50_ms": _ms(percentile(latency, 50)),
-        "latency_p99_ms": _ms(percentile(latency, 99)),
+        "ttft_p50_ms": to_ms(percentile(ttft, 50)),
+        "ttft_p99_ms": to_ms(percentile(ttft, 99)),
+        "itl_p50_ms": to_ms(percentile(itl, 50)),
+        "itl_p99_ms": to_ms(percentile(itl, 99)),
+        "latency_p50_ms": to_ms(percentile(latency, 50)),
+        "latency_p99_ms": to_ms(percentile(latency, 99)),
     }
 
 

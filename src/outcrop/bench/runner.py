@@ -288,13 +288,13 @@ class Bench:
             "requests": o.http_requests,
             "errors": len(errors),
             "first_error": errors[0] if errors else None,
-            "added_latency_p50_ms": _ms(report.percentile(ok, 50)),
-            "added_latency_p99_ms": _ms(report.percentile(ok, 99)),
-            "above_health_floor_p50_ms": _ms(
+            "added_latency_p50_ms": report.to_ms(report.percentile(ok, 50)),
+            "added_latency_p99_ms": report.to_ms(report.percentile(ok, 99)),
+            "above_health_floor_p50_ms": report.to_ms(
                 report.percentile(ok, 50) - report.percentile(health, 50)
             ),
-            "health_p50_ms": _ms(report.percentile(health, 50)),
-            "health_p99_ms": _ms(report.percentile(health, 99)),
+            "health_p50_ms": report.to_ms(report.percentile(health, 50)),
+            "health_p99_ms": report.to_ms(report.percentile(health, 99)),
             "concurrency": o.concurrency,
             "requests_per_s": conc["requests_per_s"],
             "concurrent_latency_p50_ms": conc["latency_p50_ms"],
@@ -321,10 +321,6 @@ class Bench:
             return await run_load(client, model_id, self.body, concurrency, n)
         finally:
             await client.aclose()
-
-
-def _ms(x: float | None) -> float | None:
-    return None if x is None else round(x * 1000, 3)
 
 
 def run(opts: BenchOptions, n_ctx: int) -> dict[str, Any]:

@@ -55,13 +55,13 @@ def packed_attention(
     if query.shape[0] != 1 and len(segments) > 1:
         raise ValueError("packed attention expects a single packed row")
     gqa = query.shape[1] != key.shape[1]
+    bf16 = query.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")
     outs = []
     for start, length in segments:
         q = query[:, :, start : start + length]
         k = key[:, :, start : start + length]
         v = value[:, :, start : start + length]
         mask = None
-        bf16 = query.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")
         small = length <= SMALL and bf16 and not dropout
         if small or (sliding_window and length > sliding_window):
             i = torch.arange(length, device=query.device)

@@ -236,6 +236,10 @@ def compute_dtype(precision: str, flags: frozenset[str] | None = None):  # noqa:
     return torch.bfloat16 if native else torch.float32
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Every attention and MLP projection of a block."""
+
+
 def apply_method(model, hp: HyperParameters):  # noqa: ANN001
     """Wrap with LoRA adapters on every linear layer of the blocks, or train it all.
 
@@ -263,15 +267,7 @@ def apply_method(model, hp: HyperParameters):  # noqa: ANN001
         r=hp.lora_rank,
         lora_alpha=hp.lora_alpha,
         lora_dropout=0.0,
-        target_modules=[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ],
+        target_modules=list(LORA_TARGETS),
         bias="none",
         task_type="CAUSAL_LM",
     )
