@@ -76,6 +76,8 @@ class ModelManager:
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._load_lock: asyncio.Lock | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop models are loaded on: every change to ``_loaded`` happens there."""
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
@@ -84,6 +86,7 @@ class ModelManager:
         return list(self._loading)
 
     async def engine(self, card: ModelCard) -> Engine:
+        self._loop = asyncio.get_running_loop()
         self._start_reaper()
         hit = self._loaded.get(card.model_id)
         if hit is not None:
@@ -169,11 +172,13 @@ class ModelManager:
                     await self._unload(item, reason=f"idle for {item.idle_seconds():.0f}s")
 
     def unload(self, model_id: str) -> bool:
-        """Close a loaded model's engine now (a deleted custom model, say)."""
-        item = self._loaded.pop(model_id, None)
-        if item is None:
+        """Unload a model now (a deleted custom model, say), from a worker thread: it runs
+        on the manager's loop as every other unload does, counted and logged."""
+        item = self._loaded.get(model_id)
+        if item is None or self._loop is None:
             return False
-        item.engine.close()
+        unloading = self._unload(item, reason="deleted")
+        asyncio.run_coroutine_threadsafe(unloading, self._loop).result()
         return True
 
     def close(self) -> None:
