@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
@@ -159,40 +159,43 @@ class OpenAiApi:
         prepared = await self._prepare(parsed)
         env = Envelope.chat(parsed.model)
         if parsed.stream:
-            chunks = self._chat_chunks(prepared, env, parsed.include_usage)
+            first = chat_stream_start(env, usage=parsed.include_usage)
+            chunks = self._chunks(
+                prepared, env, parsed.include_usage, chat_stream_text, chat_stream_end, first
+            )
             return sse_response(chunks, prepared, call)
         result = await until_disconnect(call.request, self.service.complete(prepared))
         return _json(chat_completion(result, env), call)
-
-    async def _chat_chunks(
-        self, prepared: Prepared, env: Envelope, usage: bool
-    ) -> AsyncIterator[dict[str, Any]]:
-        yield chat_stream_start(env, usage=usage)
-        async for event in self.service.stream(prepared):
-            if isinstance(event, TextDelta):
-                yield chat_stream_text(env, event.text, usage=usage)
-            else:
-                for chunk in chat_stream_end(event.result, env, usage=usage):
-                    yield chunk
 
     async def completions(self, call: Call) -> Response:
         parsed = parse_completion(call.json())
         prepared = await self._prepare(parsed)
         env = Envelope.completion(parsed.model)
         if parsed.stream:
-            chunks = self._completion_chunks(prepared, env, parsed.include_usage)
+            chunks = self._chunks(
+                prepared, env, parsed.include_usage, completion_chunk, completion_stream_end
+            )
             return sse_response(chunks, prepared, call)
         result = await until_disconnect(call.request, self.service.complete(prepared))
         return _json(completion(result, env), call)
 
-    async def _completion_chunks(
-        self, prepared: Prepared, env: Envelope, usage: bool
+    async def _chunks(
+        self,
+        prepared: Prepared,
+        env: Envelope,
+        usage: bool,
+        text_chunk: Callable[..., dict[str, Any]],
+        end_chunks: Callable[..., list[dict[str, Any]]],
+        first: dict[str, Any] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
+        """A stream's SSE payloads: an optional opening chunk, one per text delta, the end."""
+        if first is not None:
+            yield first
         async for event in self.service.stream(prepared):
             if isinstance(event, TextDelta):
-                yield completion_chunk(env, event.text, usage=usage)
+                yield text_chunk(env, event.text, usage=usage)
             else:
-                for chunk in completion_stream_end(event.result, env, usage=usage):
+                for chunk in end_chunks(event.result, env, usage=usage):
                     yield chunk
 
     async def _prepare(self, parsed: ChatCall) -> Prepared:
