@@ -138,7 +138,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             if job.status != "InProgress" or not args.watch:
                 break
             time.sleep(1)
-            job = db.job(job.job_id) or job
+            job = db.job_by_id(job.job_id) or job
     if job.status != "InProgress":
         console.print(f"{job.job_name}: [{_STYLE.get(job.status, '')}]{job.status}[/]")
     return 0

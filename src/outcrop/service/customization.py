@@ -144,7 +144,7 @@ class CustomizationService:
         """Serve every Active custom model again, and resume interrupted jobs."""
         for model in self.db.models():
             if model.status == "Active":
-                job = self.db.job(model.job_id)
+                job = self.db.job_by_id(model.job_id)
                 if job is not None and model.path and Path(model.path).exists():
                     self._register_card(job, model)
         self.runner.start()
@@ -412,7 +412,7 @@ class CustomizationService:
 
     def get_model(self, identifier: str) -> dict[str, Any]:
         model = self._model(identifier)
-        job = self.db.job(model.job_id)
+        job = self.db.job_by_id(model.job_id)
         out: dict[str, Any] = {
             "modelArn": model.model_arn,
             "modelName": model.model_name,

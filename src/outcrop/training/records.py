@@ -98,6 +98,11 @@ class Database:
         """By ARN, name or ID."""
         return self._find(JobRecord, identifier, "job_arn", "job_name", "job_id")
 
+    def job_by_id(self, job_id: str) -> JobRecord | None:
+        """By primary key: for the server's own references, which never hold a name."""
+        with self.session() as s:
+            return s.get(JobRecord, job_id)
+
     def update_job(self, job_id: str, **values: Any) -> JobRecord | None:
         return self._update(JobRecord, job_id, values, last_modified_time=time.time())
 

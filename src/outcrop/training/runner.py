@@ -163,7 +163,7 @@ class JobRunner:
         log.info("job %s: worker %d started", job.job_name, process.pid)
 
     def _copy_progress(self, job_id: str) -> None:
-        job = self.db.job(job_id)
+        job = self.db.job_by_id(job_id)
         if job is None:
             return
         progress = files.read_json(Path(job.work_dir) / files.PROGRESS)
@@ -176,7 +176,7 @@ class JobRunner:
             self.db.update_job(job_id, **values)
 
     def _finish(self, job_id: str, exit_code: int | None) -> None:
-        job = self.db.job(job_id)
+        job = self.db.job_by_id(job_id)
         if job is None:
             return
         work = Path(job.work_dir)
