@@ -27,6 +27,9 @@ def test_quick_bench_writes_every_field(tmp_path):
         sys.executable, "-m", "outcrop", "bench", "--quick", "--threads", "1",
         "--data-dir", str(models_data_dir()), "--model", SMOL,
         "--price-per-hour", "0.5", "--json", str(out),
+        # Never read a llama-server binary an earlier run left in the shared cache: the
+        # result must not depend on what this machine built before (a fresh machine has none).
+        "--llama-server", "off",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -56,7 +59,13 @@ def test_quick_bench_writes_every_field(tmp_path):
         "single_stream_api_vs_raw",
     }
     assert [t["id"] for t in model["targets"]] == ["P1", "P2", "P3", "P4", "L1", "L2"]
-    assert all(t["value"] is not None and t["pass"] in (True, False) for t in model["targets"])
+    measured = {t["id"]: t for t in model["targets"] if t["value"] is not None}
+    assert set(measured) == {"P1", "P2", "P3", "P4"}
+    assert all(t["pass"] in (True, False) for t in measured.values())
+    assert model["llama_server"] == {"skipped": "turned off (--llama-server off)"}
+    for t in model["targets"]:
+        if t["id"] in ("L1", "L2"):  # a skipped baseline carries its reason, never a bare null
+            assert t["pass"] is None and t["skipped"] == model["llama_server"]["skipped"]
     assert model["cost"]["output_usd_per_million_tokens"] > 0
 
     http = report["http_layer"]

@@ -52,3 +52,16 @@ def test_targets_report_pass_and_fail_without_asserting():
     # L2 did not run (no llama-server p99): reported as None, not as a pass or a fail.
     assert [r["pass"] for r in rows] == [True, False, True, True, False, None]
     assert report.cost(3.6, 1000.0, None)["output_usd_per_million_tokens"] == 1.0
+
+
+def test_targets_of_a_skipped_llama_server_carry_its_reason():
+    model = {
+        "ratios": {"throughput_vs_ceiling": 0.97},
+        "llama_server": {"skipped": "llama-server is not built: run with --llama-server build"},
+    }
+    rows = {r["id"]: r for r in report.targets(model, None)}
+    assert rows["P1"]["pass"] is True and "skipped" not in rows["P1"]
+    for tid in ("L1", "L2"):
+        assert rows[tid]["value"] is None and rows[tid]["pass"] is None
+        assert rows[tid]["skipped"] == model["llama_server"]["skipped"]
+    assert rows["P4"]["skipped"] == "the HTTP-layer phase did not run"

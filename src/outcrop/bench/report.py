@@ -79,11 +79,23 @@ def cost(price_per_hour: float, output_tps: float, input_tps: float | None) -> d
 
 
 def targets(model: dict[str, Any], http: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """P1-P4, reported, never asserted. ``value`` None means the phase did not run."""
+    """P1-P4, L1-L2, reported, never asserted.
+
+    ``value`` None means the phase did not run; such a row says why in ``skipped``.
+    """
     r = model["ratios"]
+    llama_skipped = (model.get("llama_server") or {}).get("skipped")
 
     def row(tid: str, what: str, goal: str, value: Any, ok: bool | None) -> dict[str, Any]:
-        return {"id": tid, "what": what, "target": goal, "value": value, "pass": ok}
+        out = {"id": tid, "what": what, "target": goal, "value": value, "pass": ok}
+        if value is None:
+            if tid.startswith("L") and llama_skipped:
+                out["skipped"] = llama_skipped
+            elif tid == "P4" and http is None:
+                out["skipped"] = "the HTTP-layer phase did not run"
+            else:
+                out["skipped"] = "the phase this ratio needs did not run"
+        return out
 
     p1 = r.get("throughput_vs_ceiling")
     p2 = r.get("ttft_p99_vs_one_at_a_time")
@@ -182,6 +194,8 @@ def print_report(report: dict[str, Any]) -> None:
             tt.add_column(col)
         for row in res["targets"]:
             verdict = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "-"}[row["pass"]]
+            if row.get("skipped"):
+                verdict = f"skipped: {row['skipped']}"
             tt.add_row(row["id"], row["what"], row["target"], _fmt(row["value"]), verdict)
         console.print(tt)
     h = report.get("http_layer")

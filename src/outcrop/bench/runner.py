@@ -154,6 +154,8 @@ class Bench:
                 res["one_at_a_time"]["peak_rss_bytes"] = srv.peak_rss()
         if o.baselines and o.llama_server != "off":
             res["llama_server"] = self._llama_server(card, n_ctx_per_seq)
+        elif o.baselines:
+            res["llama_server"] = {"skipped": "turned off (--llama-server off)"}
         self._ratios(res, bandwidth)
         if o.price_per_hour is not None:
             prefill = (res.get("engine_ceiling") or {}).get("prefill_tokens_per_s")
