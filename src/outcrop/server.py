@@ -88,6 +88,25 @@ def _customization(settings, catalog, resolver, store, manager):
     return service
 
 
+def _knowledge(settings, embeddings, runtime, router):
+    """Knowledge bases: bedrock-agent's control plane and bedrock-agent-runtime."""
+    from outcrop.api.agent import AgentApi
+    from outcrop.api.agent_runtime import AgentRuntimeApi
+    from outcrop.service.kb_documents import KnowledgeDocuments
+    from outcrop.service.kb_runtime import KnowledgeRuntime
+    from outcrop.service.kb_stores import KnowledgeStores
+    from outcrop.service.knowledge import KnowledgeService
+
+    stores = KnowledgeStores(settings.data_dir / "knowledge", embeddings)
+    service = KnowledgeService(
+        settings.data_dir, stores, settings.region, settings.account_id,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )  # fmt: skip
+    AgentApi(service, KnowledgeDocuments(service)).register(router)
+    AgentRuntimeApi(KnowledgeRuntime(service, runtime)).register(router)
+    return service
+
+
 def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
@@ -126,7 +145,10 @@ def build_server(settings: Settings) -> Server:
     AdminApi(manager).register(router)
     customization = _customization(settings, catalog, resolver, store, manager)
     CustomizationApi(customization).register(router)
+    knowledge = _knowledge(settings, embeddings, runtime, router)
     app = OutcropApp(router, authenticator, metrics)
+    app.on_startup.append(knowledge.start)
+    app.on_shutdown.append(knowledge.close)
     app.on_shutdown.append(customization.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)

@@ -134,6 +134,11 @@ class EmbeddingEngine(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens the model would read for ``text`` untruncated, special tokens included."""
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each of ``text``'s tokens, special tokens excluded (chunking
+        counts tokens with the model's own tokenizer). Engines without one raise."""
+        raise NotImplementedError
+
     @abstractmethod
     async def embed(self, texts: Sequence[str], *, truncate: Truncate = "NONE") -> EmbeddingOutput:
         """Embed ``texts`` in one request.
