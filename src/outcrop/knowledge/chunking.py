@@ -100,7 +100,7 @@ def windows(offsets: Offsets, size: int, overlap: int) -> list[tuple[int, int]]:
             k = j
             while k > i + 1 and offsets[k][0] == offsets[k - 1][1]:  # k continues a word
                 k -= 1
-            if k > i + 1:
+            if offsets[k][0] != offsets[k - 1][1]:  # else one word fills the whole window
                 j = k
         out.append((i, j))
         if j >= n:

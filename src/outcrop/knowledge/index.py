@@ -50,6 +50,7 @@ class VectorIndex:
         self._ivf: _Ivf | None = None
         self._lock = threading.RLock()
         self._training = False
+        self._trainer: threading.Thread | None = None
 
     def __len__(self) -> int:
         return self._live
@@ -108,10 +109,13 @@ class VectorIndex:
         if wait:
             self._train(snapshot, n)
         else:
-            threading.Thread(target=self._train, args=(snapshot, n), daemon=True).start()
+            self._trainer = threading.Thread(target=self._train, args=(snapshot, n), daemon=True)
+            self._trainer.start()
 
     def train_now(self) -> None:
-        """Train the lists synchronously if due (benchmarks, tests)."""
+        """Finish any training under way, then train now if due (benchmarks, tests)."""
+        if self._trainer is not None:
+            self._trainer.join()
         self._maybe_train(wait=True)
 
     def _train(self, vectors: np.ndarray, n: int) -> None:
