@@ -1,4 +1,4 @@
-"""``outcrop`` command line: serve, models list/pull/rm/show, credentials, bench."""
+"""``outcrop`` command line: serve, models list/pull/rm/show, jobs, kb, credentials, bench."""
 
 from __future__ import annotations
 
@@ -478,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     from outcrop.cli_jobs import add_parsers as add_jobs_parsers
 
     add_jobs_parsers(sub, common)
+
+    from outcrop.cli_kb import add_parsers as add_kb_parsers
+
+    add_kb_parsers(sub, common)
 
     p = sub.add_parser("credentials", parents=[common], help="print export lines for clients")
     p.add_argument("--endpoint", default=None, help="endpoint URL (default: from settings)")

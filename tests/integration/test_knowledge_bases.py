@@ -557,3 +557,38 @@ def test_validation_errors(corpus, agent, rt, live):
     with pytest.raises(ClientError) as exc:
         create_kb(agent, name)
     assert code(exc) == ("ConflictException", 409)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_sync_watch_and_list(corpus, live):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import TEST_KEY, TEST_SECRET
+
+    server, data = live
+    kb_id, ds_id, *_ = corpus
+    env = {
+        **os.environ,
+        "OUTCROP_ACCESS_KEY_ID": TEST_KEY,
+        "OUTCROP_SECRET_ACCESS_KEY": TEST_SECRET,
+    }
+    base = [sys.executable, "-m", "outcrop", "kb"]
+    done = subprocess.run(
+        [*base, "sync", kb_id, ds_id, "--watch", "--data-dir", str(data),
+         "--endpoint", server.url],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "COMPLETE 0 new, 0 modified, 0 deleted, 1 failed" in done.stdout
+    assert "broken.pdf" in done.stdout
+    listed = subprocess.run(
+        [*base, "list", "--json", "--data-dir", str(data)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    rows = {r["dataSourceId"]: r for r in json.loads(listed.stdout)}
+    assert rows[ds_id]["documents"] == 6 and rows[ds_id]["status"] == "ACTIVE"
