@@ -51,6 +51,16 @@ class VectorIndex:
         self._lock = threading.RLock()
         self._training = False
         self._trainer: threading.Thread | None = None
+        self._blas = None
+
+    def _one_blas_thread(self):  # noqa: ANN202
+        """One BLAS thread for a query's matrix-vector products: on a busy 2-core machine
+        OpenBLAS's threads measured 2x slower than one (10k x 384: 9.8 vs 4.7 ms)."""
+        if self._blas is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()
+        return self._blas.limit(limits=1, user_api="blas")
 
     def __len__(self) -> int:
         return self._live
@@ -137,7 +147,7 @@ class VectorIndex:
         the search exact over what is left.
         """
         q = np.asarray(query, np.float32).reshape(self.dimensions)
-        with self._lock:
+        with self._lock, self._one_blas_thread():
             n = self._n
             if n == 0 or k <= 0:
                 return []

@@ -13,6 +13,7 @@ Sessions (``sessionId``) keep the conversation's turns in memory, newest ``MAX_S
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections import OrderedDict
@@ -98,13 +99,13 @@ class KnowledgeRuntime:
                     )
             f = vector_config.obj("filter")
             where = parse_filter(f) if f is not None else None
-        store = self.knowledge.stores.store(kb)
+        store = await asyncio.to_thread(self.knowledge.stores.store, kb)
         embedder = await self.knowledge.stores.embedder(kb)
         vector = (await embedder.embed([text]))[0]
-        return retrieve(store, vector, text, k, hybrid=hybrid, where=where)
+        return await asyncio.to_thread(retrieve, store, vector, text, k, hybrid=hybrid, where=where)
 
     async def retrieve(self, kb_identifier: str, body: dict[str, Any]) -> dict[str, Any]:
-        kb = self.knowledge.active_knowledge_base(kb_identifier)
+        kb = await asyncio.to_thread(self.knowledge.active_knowledge_base, kb_identifier)
         o = Obj.of(body, (), "converse")
         _no_guardrail(o)
         query = o.obj("retrievalQuery", required=True)
@@ -154,7 +155,7 @@ class KnowledgeRuntime:
         else:
             session_id = str(uuid.uuid4())
         template, sampling = _generation(kbc.obj("generationConfiguration"))
-        kb = self.knowledge.active_knowledge_base(kb_id)
+        kb = await asyncio.to_thread(self.knowledge.active_knowledge_base, kb_id)
         hits = await self._search(kb, question, kbc.obj("retrievalConfiguration"))
         system = _fill(template, hits, question)
         messages = []

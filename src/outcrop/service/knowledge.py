@@ -306,13 +306,15 @@ class KnowledgeService:
             if job.status not in TERMINAL:
                 await self.runner.stop_and_wait(job.job_id)
         await asyncio.to_thread(self.stores.forget, kb_id)
-        with self.db.session() as s:
-            for ds in self.db.data_sources(kb_id):
-                self.db.delete_documents(ds.ds_id)
-                s.delete(s.get(DataSourceRecord, ds.ds_id))
-            kb = s.get(KnowledgeBaseRecord, kb_id)
-            if kb is not None:
-                s.delete(kb)
+        await asyncio.to_thread(self._delete_records, kb_id)
+
+    def _delete_records(self, kb_id: str) -> None:
+        for ds in self.db.data_sources(kb_id):
+            self.db.delete_documents(ds.ds_id)
+            self.db.delete(DataSourceRecord, ds.ds_id)
+        for job in self.db.jobs(kb_id=kb_id):
+            self.db.delete(IngestionJobRecord, job.job_id)
+        self.db.delete(KnowledgeBaseRecord, kb_id)
 
     # ------------------------------------------------------------------ data sources
 
