@@ -93,6 +93,7 @@ def _knowledge(settings, embeddings, runtime, router):
     from outcrop.api.agent import AgentApi
     from outcrop.api.agent_runtime import AgentRuntimeApi
     from outcrop.service.kb_documents import KnowledgeDocuments
+    from outcrop.service.kb_jobs import IngestionJobs
     from outcrop.service.kb_runtime import KnowledgeRuntime
     from outcrop.service.kb_stores import KnowledgeStores
     from outcrop.service.knowledge import KnowledgeService
@@ -102,7 +103,7 @@ def _knowledge(settings, embeddings, runtime, router):
         settings.data_dir, stores, settings.region, settings.account_id,
         s3_endpoint_url=settings.s3_endpoint_url,
     )  # fmt: skip
-    AgentApi(service, KnowledgeDocuments(service)).register(router)
+    AgentApi(service, IngestionJobs(service), KnowledgeDocuments(service)).register(router)
     AgentRuntimeApi(KnowledgeRuntime(service, runtime)).register(router)
     return service
 

@@ -20,7 +20,10 @@ def _routes(api) -> dict[str, tuple[str, tuple[str, ...]]]:  # noqa: ANN001
 
 @pytest.mark.parametrize(
     ("service", "api"),
-    [("bedrock-agent", AgentApi(None, None)), ("bedrock-agent-runtime", AgentRuntimeApi(None))],  # type: ignore[arg-type]
+    [
+        ("bedrock-agent", AgentApi(None, None, None)),
+        ("bedrock-agent-runtime", AgentRuntimeApi(None)),
+    ],  # type: ignore[arg-type]
 )
 def test_routes_match_botocore(service, api):
     model = botocore.session.get_session().get_service_model(service)

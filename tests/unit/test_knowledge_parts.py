@@ -219,3 +219,16 @@ def test_hybrid_lifts_exact_keyword_matches(tmp_path):
     assert retrieve(store, query, "code 4417", 1)[0].text == "the shed is green"
     assert retrieve(store, query, "code 4417", 1, hybrid=True)[0].text == "the code is 4417"
     assert fuse([(1, 0.9), (2, 0.5), (3, 0.1)], [(2, 5.0)])[0] == (2, 0.75)
+
+
+def test_hierarchical_hits_return_each_parent_once(tmp_path):
+    store = ChunkStore(tmp_path / "h.sqlite", 2)
+    parent = "Parent text with child one and child two."
+    v = np.array([1.0, 0.0])
+    store.replace_document(
+        "ds", "d", "d", "CUSTOM", {},
+        [NewChunk("child one", v, parent), NewChunk("child two", v * 0.99 + [0, 0.14], parent)],
+    )  # fmt: skip
+    store.replace_document("ds", "e", "e", "CUSTOM", {}, [NewChunk("other", np.array([0.0, 1.0]))])
+    hits = retrieve(store, v, "child", 5)
+    assert [h.text for h in hits] == [parent, "other"]

@@ -19,6 +19,7 @@ from outcrop.api.responses import json_response
 from outcrop.api.routing import Router
 from outcrop.errors import OutcropError, with_service_status
 from outcrop.service.kb_documents import KnowledgeDocuments
+from outcrop.service.kb_jobs import IngestionJobs
 from outcrop.service.knowledge import KnowledgeService
 
 #: botocore bedrock-agent: ConflictException 409, ServiceQuotaExceededException 402.
@@ -44,8 +45,11 @@ def agent_errors(
 
 
 class AgentApi:
-    def __init__(self, knowledge: KnowledgeService, documents: KnowledgeDocuments) -> None:
+    def __init__(
+        self, knowledge: KnowledgeService, jobs: IngestionJobs, documents: KnowledgeDocuments
+    ) -> None:
         self.knowledge = knowledge
+        self.jobs = jobs
         self.documents = documents
 
     def register(self, router: Router) -> None:
@@ -143,27 +147,25 @@ class AgentApi:
 
     @agent_errors
     async def start_ingestion_job(self, call: Call) -> Response:
-        out = await self.knowledge.start_ingestion_job(*self._ds(call), call.json())
+        out = await self.jobs.start_ingestion_job(*self._ds(call), call.json())
         return json_response(out, call.request_id, status=202)
 
     @agent_errors
     async def list_ingestion_jobs(self, call: Call) -> Response:
-        out = await asyncio.to_thread(
-            self.knowledge.list_ingestion_jobs, *self._ds(call), call.json()
-        )
+        out = await asyncio.to_thread(self.jobs.list_ingestion_jobs, *self._ds(call), call.json())
         return json_response(out, call.request_id)
 
     @agent_errors
     async def get_ingestion_job(self, call: Call) -> Response:
         out = await asyncio.to_thread(
-            self.knowledge.get_ingestion_job, *self._ds(call), call.labels["ingestionJobId"]
+            self.jobs.get_ingestion_job, *self._ds(call), call.labels["ingestionJobId"]
         )
         return json_response(out, call.request_id)
 
     @agent_errors
     async def stop_ingestion_job(self, call: Call) -> Response:
         out = await asyncio.to_thread(
-            self.knowledge.stop_ingestion_job, *self._ds(call), call.labels["ingestionJobId"]
+            self.jobs.stop_ingestion_job, *self._ds(call), call.labels["ingestionJobId"]
         )
         return json_response(out, call.request_id, status=202)
 

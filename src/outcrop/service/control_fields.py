@@ -17,6 +17,20 @@ from outcrop.errors import ValidationError
 from outcrop.service.fields import Obj
 
 _ID_ALPHABET = string.ascii_uppercase + string.digits
+CLIENT_TOKEN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,256}")
+
+
+def request(body: dict[str, Any]) -> Obj:
+    """A control-plane request body, read with AWS's ``Value at 'a.b'`` messages."""
+    return Obj.of(body, (), "converse")
+
+
+def client_token(o: Obj) -> str | None:
+    """``clientToken``: 33 to 256 characters of bedrock-agent's pattern."""
+    token = pattern(o, "clientToken", CLIENT_TOKEN, max_len=256)
+    if token is not None and len(token) < 33:
+        raise o.fail("clientToken", "Member must have length greater than or equal to 33")
+    return token
 
 
 def new_id(length: int = 10) -> str:

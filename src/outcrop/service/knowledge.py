@@ -6,8 +6,8 @@ one stops its ingestion jobs (waiting for them to end) before its store and reco
 ``storageConfiguration`` is kept and returned as sent: outcrop's own store
 (:mod:`outcrop.knowledge.store`) serves every knowledge base. Ingestion jobs run in the
 background (:class:`~outcrop.knowledge.runner.IngestionRunner`) and resume after a
-restart. Direct ingestion (the ``*KnowledgeBaseDocuments`` operations) is in
-:mod:`outcrop.service.kb_documents`.
+restart; the job operations are in :mod:`outcrop.service.kb_jobs`, direct ingestion
+(the ``*KnowledgeBaseDocuments`` operations) in :mod:`outcrop.service.kb_documents`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,15 @@ from outcrop.knowledge.records import (
 )
 from outcrop.knowledge.runner import TERMINAL, IngestionRunner
 from outcrop.knowledge.sources import Bucket
-from outcrop.service.control_fields import iso, length, new_id, page, pattern
+from outcrop.service.control_fields import (
+    client_token,
+    iso,
+    length,
+    new_id,
+    page,
+    pattern,
+    request,
+)
 from outcrop.service.embeddings import check_dimensions
 from outcrop.service.fields import Obj
 from outcrop.service.kb_config import parse_chunking
@@ -39,7 +47,6 @@ log = logging.getLogger("outcrop.knowledge")
 
 NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,100}")
 ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
-CLIENT_TOKEN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,256}")
 BUCKET_ARN = re.compile(r"arn:aws(|-cn|-us-gov):s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])")
 ID = re.compile(r"[0-9a-zA-Z]{10}")
 KB_TYPES = ("VECTOR", "KENDRA", "SQL", "MANAGED")
@@ -47,26 +54,6 @@ SOURCE_TYPES = (
     "S3", "WEB", "CONFLUENCE", "SALESFORCE", "SHAREPOINT", "CUSTOM", "REDSHIFT_METADATA",
     "MANAGED_KNOWLEDGE_BASE_CONNECTOR",
 )  # fmt: skip
-JOB_STATUSES = ("STARTING", "IN_PROGRESS", "COMPLETE", "FAILED", "STOPPING", "STOPPED")
-_STAT_NAMES = {
-    "scanned": "numberOfDocumentsScanned",
-    "metadata_scanned": "numberOfMetadataDocumentsScanned",
-    "new": "numberOfNewDocumentsIndexed",
-    "modified": "numberOfModifiedDocumentsIndexed",
-    "deleted": "numberOfDocumentsDeleted",
-    "failed": "numberOfDocumentsFailed",
-}
-
-
-def _body(body: dict[str, Any]) -> Obj:
-    return Obj.of(body, (), "converse")
-
-
-def _client_token(o: Obj) -> str | None:
-    token = pattern(o, "clientToken", CLIENT_TOKEN, max_len=256)
-    if token is not None and len(token) < 33:
-        raise o.fail("clientToken", "Member must have length greater than or equal to 33")
-    return token
 
 
 class KnowledgeService:
@@ -177,11 +164,11 @@ class KnowledgeService:
         return {"knowledgeBase": self.kb_dict(kb)}
 
     def _create_knowledge_base(self, body: dict[str, Any]) -> KnowledgeBaseRecord:
-        o = _body(body)
+        o = request(body)
         name = pattern(o, "name", NAME, required=True, max_len=100) or ""
         role = pattern(o, "roleArn", ROLE_ARN, required=True) or ""
         description = length(o, "description", 1, 200)
-        token = _client_token(o)
+        token = client_token(o)
         config = o.obj("knowledgeBaseConfiguration", required=True)
         assert config is not None
         storage = o.obj("storageConfiguration")
@@ -249,7 +236,7 @@ class KnowledgeService:
         kb = self.knowledge_base(kb_id)
         if kb.status == "DELETING":
             raise ConflictError(f"Knowledge base {kb_id} is being deleted.")
-        o = _body(body)
+        o = request(body)
         name = pattern(o, "name", NAME, required=True, max_len=100) or ""
         role = pattern(o, "roleArn", ROLE_ARN, required=True) or ""
         description = length(o, "description", 1, 200)
@@ -276,7 +263,7 @@ class KnowledgeService:
 
     def list_knowledge_bases(self, body: dict[str, Any]) -> dict[str, Any]:
         kbs = sorted(self.db.knowledge_bases(), key=lambda k: k.created_at)
-        items, token = page(kbs, _body(body))
+        items, token = page(kbs, request(body))
         out: dict[str, Any] = {
             "knowledgeBaseSummaries": [
                 {
@@ -342,10 +329,10 @@ class KnowledgeService:
         kb = self.knowledge_base(kb_id)
         if kb.status == "DELETING":
             raise ConflictError(f"Knowledge base {kb_id} is being deleted.")
-        o = _body(body)
+        o = request(body)
         name = pattern(o, "name", NAME, required=True, max_len=100) or ""
         description = length(o, "description", 1, 200)
-        token = _client_token(o)
+        token = client_token(o)
         policy = o.string("dataDeletionPolicy", choices=("RETAIN", "DELETE")) or "DELETE"
         kind, config = self._source_config(o)
         ingestion = o.obj("vectorIngestionConfiguration")
@@ -388,7 +375,7 @@ class KnowledgeService:
 
     def update_data_source(self, kb_id: str, ds_id: str, body: dict[str, Any]) -> dict[str, Any]:
         ds = self.data_source(kb_id, ds_id)
-        o = _body(body)
+        o = request(body)
         name = pattern(o, "name", NAME, required=True, max_len=100) or ""
         description = length(o, "description", 1, 200)
         policy = o.string("dataDeletionPolicy", choices=("RETAIN", "DELETE")) or ds.deletion_policy
@@ -415,7 +402,7 @@ class KnowledgeService:
     def list_data_sources(self, kb_id: str, body: dict[str, Any]) -> dict[str, Any]:
         self.knowledge_base(kb_id)
         sources = sorted(self.db.data_sources(kb_id), key=lambda d: d.created_at)
-        items, token = page(sources, _body(body))
+        items, token = page(sources, request(body))
         out: dict[str, Any] = {
             "dataSourceSummaries": [
                 {
@@ -446,112 +433,7 @@ class KnowledgeService:
         self.db.delete(DataSourceRecord, ds_id)
         return {"knowledgeBaseId": kb_id, "dataSourceId": ds_id, "status": "DELETING"}
 
-    # ------------------------------------------------------------------ ingestion jobs
-
-    async def start_ingestion_job(
-        self, kb_id: str, ds_id: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        job = await asyncio.to_thread(self._start_ingestion_job, kb_id, ds_id, body)
-        if job.status == "STARTING" and not self.runner.running(job.job_id):
-            self.runner.submit(job.job_id)
-        return {"ingestionJob": self.job_dict(job)}
-
-    def _start_ingestion_job(
-        self, kb_id: str, ds_id: str, body: dict[str, Any]
-    ) -> IngestionJobRecord:
-        ds = self.data_source(kb_id, ds_id)
-        self.active_knowledge_base(kb_id)
-        o = _body(body)
-        description = length(o, "description", 1, 200)
-        token = _client_token(o)
-        jobs = self.db.jobs(ds_id=ds_id)
-        for job in jobs:
-            if token is not None and job.client_token == token:
-                return job
-        if ds.source_type != "S3":
-            raise ValidationError(
-                f"Data source {ds_id} is {ds.source_type}: add its documents with "
-                "IngestKnowledgeBaseDocuments instead of an ingestion job."
-            )
-        if ds.status != "AVAILABLE":
-            raise ConflictError(f"Data source {ds_id} is {ds.status}.")
-        for job in jobs:
-            if job.status not in TERMINAL:
-                raise ConflictError(
-                    f"Ingestion job {job.job_id} is already {job.status} on data source {ds_id}."
-                )
-        now = time.time()
-        record = IngestionJobRecord(
-            job_id=new_id(), kb_id=kb_id, ds_id=ds_id, description=description,
-            status="STARTING", statistics=ingest.Statistics().to_dict(), failure_reasons=[],
-            progress={}, client_token=token, started_at=now, updated_at=now,
-        )  # fmt: skip
-        self.db.add(record)
-        return record
-
-    def _job(self, kb_id: str, ds_id: str, job_id: str) -> IngestionJobRecord:
-        self.data_source(kb_id, ds_id)
-        job = self.db.get(IngestionJobRecord, job_id)
-        if job is None or job.ds_id != ds_id:
-            raise ResourceNotFoundError(f"Ingestion job {job_id} does not exist.")
-        return job
-
-    def job_dict(self, job: IngestionJobRecord, summary: bool = False) -> dict[str, Any]:
-        stats = ingest.Statistics.from_dict(job.statistics).to_dict()
-        out: dict[str, Any] = {
-            "knowledgeBaseId": job.kb_id,
-            "dataSourceId": job.ds_id,
-            "ingestionJobId": job.job_id,
-            "status": job.status,
-            "statistics": {_STAT_NAMES[k]: v for k, v in stats.items()},
-            "startedAt": iso(job.started_at),
-            "updatedAt": iso(job.updated_at),
-        }
-        if job.description:
-            out["description"] = job.description
-        if job.failure_reasons and not summary:
-            out["failureReasons"] = [r[:2048] for r in job.failure_reasons]
-        return out
-
-    def get_ingestion_job(self, kb_id: str, ds_id: str, job_id: str) -> dict[str, Any]:
-        return {"ingestionJob": self.job_dict(self._job(kb_id, ds_id, job_id))}
-
-    def list_ingestion_jobs(self, kb_id: str, ds_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.data_source(kb_id, ds_id)
-        o = _body(body)
-        jobs = self.db.jobs(ds_id=ds_id)
-        filters = o.objs("filters")
-        if len(filters) > 1:
-            raise o.fail("filters", "Member must have length less than or equal to 1")
-        for f in filters:
-            f.string("attribute", required=True, choices=("STATUS",))
-            f.string("operator", required=True, choices=("EQ",))
-            values = f.array("values", required=True)
-            jobs = [j for j in jobs if j.status in values]
-        sort = o.obj("sortBy")
-        attribute, order = "STARTED_AT", "DESCENDING"
-        if sort is not None:
-            attribute = (
-                sort.string("attribute", required=True, choices=("STATUS", "STARTED_AT"))
-                or attribute
-            )
-            order = (
-                sort.string("order", required=True, choices=("ASCENDING", "DESCENDING")) or order
-            )
-        key = (lambda j: j.status) if attribute == "STATUS" else (lambda j: j.started_at)
-        jobs.sort(key=key, reverse=order == "DESCENDING")
-        items, token = page(jobs, o)
-        out: dict[str, Any] = {"ingestionJobSummaries": [self.job_dict(j, True) for j in items]}
-        if token:
-            out["nextToken"] = token
-        return out
-
-    def stop_ingestion_job(self, kb_id: str, ds_id: str, job_id: str) -> dict[str, Any]:
-        job = self._job(kb_id, ds_id, job_id)
-        if job.status in TERMINAL:
-            raise ConflictError(f"Ingestion job {job_id} is {job.status}; it cannot be stopped.")
-        self.runner.request_stop(job_id)
-        return {"ingestionJob": self.job_dict(self._job(kb_id, ds_id, job_id))}
+    # ------------------------------------------------------------------ ingestion
 
     async def _run_job(self, job: IngestionJobRecord, should_stop) -> None:  # noqa: ANN001
         kb = self.knowledge_base(job.kb_id)
