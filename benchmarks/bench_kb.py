@@ -224,17 +224,17 @@ def _project_docs() -> list[tuple[str, str]]:
 
 
 async def _ingest(folder: Path, data: Path, embedder: EngineEmbedder, bucket_name: str):  # noqa: ANN202
+    from outcrop.db import Database
     from outcrop.knowledge import ingest
     from outcrop.knowledge.chunking import ChunkingConfig
     from outcrop.knowledge.records import IngestionJobRecord, KnowledgeDatabase
     from outcrop.knowledge.sources import Bucket
     from outcrop.knowledge.store import ChunkStore
 
-    db = KnowledgeDatabase(data)
-    now = time.time()
+    db = KnowledgeDatabase(Database(data))
     job = IngestionJobRecord(
-        job_id="BENCH00001", kb_id="BENCHKB001", ds_id="BENCHDS001", status="IN_PROGRESS",
-        statistics={}, failure_reasons=[], progress={}, started_at=now, updated_at=now,
+        job_id="BENCH00001", kb_id="BENCHKB001", ds_id="BENCHDS001", statistics={},
+        failure_reasons=[],
     )  # fmt: skip
     db.add(job)
     store = ChunkStore(data / "chunks.sqlite", DIM)

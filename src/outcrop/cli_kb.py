@@ -18,23 +18,28 @@ _STYLE = {"ACTIVE": "green", "COMPLETE": "green", "FAILED": "red", "STOPPED": "m
 
 
 def _db(args: argparse.Namespace):  # noqa: ANN202
+    from outcrop.db import Database
     from outcrop.knowledge.records import KnowledgeDatabase
 
-    return KnowledgeDatabase(settings_from_args(args).data_dir)
+    return KnowledgeDatabase(Database(settings_from_args(args).data_dir))
 
 
 def _last_job(db, ds_id: str):  # noqa: ANN001, ANN202
-    jobs = sorted(db.jobs(ds_id=ds_id), key=lambda j: j.started_at)
+    jobs = db.jobs(ds_id=ds_id)
     return jobs[-1] if jobs else None
 
 
 def _job_text(job) -> str:  # noqa: ANN001
+    """``job``: (IngestionJobRecord, JobRow) or None."""
+    from outcrop.service.kb_jobs import status
+
     if job is None:
         return "never synced"
-    s, p = job.statistics or {}, job.progress or {}
-    text = f"{job.status} {s.get('new', 0)} new, {s.get('modified', 0)} modified, "
+    record, row = job
+    s, p = record.statistics or {}, row.progress or {}
+    text = f"{status(row)} {s.get('new', 0)} new, {s.get('modified', 0)} modified, "
     text += f"{s.get('deleted', 0)} deleted, {s.get('failed', 0)} failed"
-    if job.status == "IN_PROGRESS" and p.get("documents_total"):
+    if row.state == "RUNNING" and p.get("documents_total"):
         text += f" ({p.get('documents_done', 0)}/{p['documents_total']} documents)"
     return text
 
@@ -131,7 +136,7 @@ def cmd_kb_sync(args: argparse.Namespace) -> int:
         return 0
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from outcrop.knowledge.records import IngestionJobRecord
+    from outcrop.service.kb_jobs import status
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(),
@@ -140,24 +145,27 @@ def cmd_kb_sync(args: argparse.Namespace) -> int:
     ) as bar:  # fmt: skip
         task = bar.add_task(job_id, total=None, detail="")
         while True:
-            record = db.get(IngestionJobRecord, job_id)
-            if record is None:
+            found = db.job(job_id)
+            if found is None:
                 raise CliError(f"ingestion job {job_id} is gone (its knowledge base was deleted)")
-            p = record.progress or {}
+            record, row = found
+            p = row.progress or {}
             bar.update(
                 task,
                 completed=p.get("documents_done", 0),
                 total=p.get("documents_total") or None,
-                detail=f"{record.status} {p.get('chunks', 0)} chunks",
+                detail=f"{status(row)} {p.get('chunks', 0)} chunks",
             )
-            if record.status in ("COMPLETE", "FAILED", "STOPPED"):
+            if row.terminal:
                 break
             time.sleep(0.5)
-    style = _STYLE.get(record.status, "")
-    console.print(f"{job_id}: [{style}]{_job_text(record)}[/]")
+    style = _STYLE.get(status(row), "")
+    console.print(f"{job_id}: [{style}]{_job_text(found)}[/]")
     for reason in record.failure_reasons or []:
         console.print(f"  failed: {reason}")
-    return 0 if record.status == "COMPLETE" else 1
+    if row.failure_message:
+        console.print(f"  {row.failure_message}")
+    return 0 if row.state == "SUCCEEDED" else 1
 
 
 def add_parsers(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
 from outcrop.credentials import export_lines, load_or_create_credentials
+from outcrop.db import Database
 from outcrop.engines.base import Engine
+from outcrop.jobs.runner import JobRunner
+from outcrop.jobs.store import JobStore
 from outcrop.metering import Metrics
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import ModelManager
@@ -75,20 +79,21 @@ def engine_factory(settings: Settings):
     return build
 
 
-def _customization(settings, catalog, resolver, store, manager):
+def _customization(settings, catalog, resolver, store, manager, db, runner):
     from outcrop.service.customization import CustomizationService
 
     service = CustomizationService(
         catalog, resolver, store, settings.data_dir, settings.region, settings.account_id,
+        db, runner,
         s3_endpoint_url=settings.s3_endpoint_url,
         training_threads=settings.training_threads,
         unload=manager.unload,
     )  # fmt: skip
-    service.start()  # re-registers custom models, resumes interrupted jobs
+    service.start()  # re-registers custom models
     return service
 
 
-def _knowledge(settings, embeddings, runtime, router):
+def _knowledge(settings, embeddings, runtime, router, db, runner):
     """Knowledge bases: bedrock-agent's control plane and bedrock-agent-runtime."""
     from outcrop.api.agent import AgentApi
     from outcrop.api.agent_runtime import AgentRuntimeApi
@@ -100,10 +105,12 @@ def _knowledge(settings, embeddings, runtime, router):
 
     stores = KnowledgeStores(settings.data_dir / "knowledge", embeddings)
     service = KnowledgeService(
-        settings.data_dir, stores, settings.region, settings.account_id,
+        settings.data_dir, stores, db, runner, settings.region, settings.account_id,
         s3_endpoint_url=settings.s3_endpoint_url,
     )  # fmt: skip
-    AgentApi(service, IngestionJobs(service), KnowledgeDocuments(service)).register(router)
+    jobs = IngestionJobs(service)
+    runner.register(jobs.kind())
+    AgentApi(service, jobs, KnowledgeDocuments(service)).register(router)
     AgentRuntimeApi(KnowledgeRuntime(service, runtime)).register(router)
     return service
 
@@ -144,13 +151,18 @@ def build_server(settings: Settings) -> Server:
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
-    customization = _customization(settings, catalog, resolver, store, manager)
+    db = Database(settings.data_dir)
+    runner = JobRunner(JobStore(db))
+    customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
-    knowledge = _knowledge(settings, embeddings, runtime, router)
+    knowledge = _knowledge(settings, embeddings, runtime, router, db, runner)
     app = OutcropApp(router, authenticator, metrics)
+    # Every job kind is registered by now; jobs start once the event loop runs (inline jobs
+    # call the engines on it), resuming what a previous server left.
+    app.on_startup.append(lambda: runner.start(asyncio.get_running_loop()))
     app.on_startup.append(knowledge.start)
-    app.on_shutdown.append(knowledge.close)
-    app.on_shutdown.append(customization.close)
+    app.on_shutdown.append(knowledge.close)  # before the runner: see KnowledgeService.close
+    app.on_shutdown.append(runner.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)
 

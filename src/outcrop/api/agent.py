@@ -147,7 +147,7 @@ class AgentApi:
 
     @agent_errors
     async def start_ingestion_job(self, call: Call) -> Response:
-        out = await self.jobs.start_ingestion_job(*self._ds(call), call.json())
+        out = await asyncio.to_thread(self.jobs.start_ingestion_job, *self._ds(call), call.json())
         return json_response(out, call.request_id, status=202)
 
     @agent_errors

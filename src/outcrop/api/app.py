@@ -73,7 +73,6 @@ class OutcropApp:
         self.authenticator = authenticator
         self.metrics = metrics
         self.on_startup: list[Callable[[], Awaitable[None] | None]] = []
-        """Run on the server's event loop before it serves (resume background work)."""
         self.on_shutdown: list[Callable[[], Awaitable[None] | None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

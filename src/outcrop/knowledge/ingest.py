@@ -10,7 +10,8 @@ The documents table is the checkpoint: a sync interrupted anywhere (stop, crash,
 and run again skips what is already recorded and redoes the rest, so a resumed job ends
 with the same store as an uninterrupted one. Counters live in the job record and are
 updated after every batch; a document this job already handled (same job ID on its
-record) is not counted twice.
+record) is not counted twice. The job machinery (:mod:`outcrop.jobs`) runs it as an
+``inline`` kind (see :mod:`outcrop.service.kb_jobs`).
 
 Embedding runs across documents in batches of ``EMBED_BATCH`` chunks, so many small
 files cost what a few large ones do (see docs/benchmarks.md for chunks/s against the
@@ -99,6 +100,8 @@ class SyncContext:
     job: IngestionJobRecord
     config: ChunkingConfig
     should_stop: Callable[[], bool]
+    report: Callable[[dict[str, Any]], None] = lambda progress: None
+    """Where progress goes (the job's row): documents done of total, chunks stored."""
     failures: list[str] = field(default_factory=list)
 
 
@@ -266,5 +269,5 @@ def _save(ctx: SyncContext, stats: Statistics, done: int, total: int) -> None:
         ctx.job.job_id,
         statistics=stats.to_dict(),
         failure_reasons=list(ctx.failures),
-        progress={"documents_done": done, "documents_total": total, "chunks": ctx.store.count()},
     )
+    ctx.report({"documents_done": done, "documents_total": total, "chunks": ctx.store.count()})

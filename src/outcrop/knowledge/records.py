@@ -1,9 +1,11 @@
-"""Knowledge bases, data sources, ingestion jobs and documents, in SQLite
-(``<data-dir>/knowledge.db``). Only the server writes; ``outcrop kb`` reads.
+"""Knowledge bases, data sources, ingestion jobs and documents, in the shared records
+database (:mod:`outcrop.db`). Only the server writes; ``outcrop kb`` reads.
 
-Configurations the client sent are kept as JSON, verbatim, and returned as sent; what
-the server acts on (the embedding model, the chunking) is parsed from them by the
-service layer each time.
+An ingestion job's lifecycle (state, attempts, stop flag, times, progress) is its row in
+the shared ``jobs`` table (:mod:`outcrop.jobs`); :class:`IngestionJobRecord` holds only
+what bedrock-agent adds (its knowledge base and data source, counters, failure reasons).
+Configurations the client sent are kept as JSON, verbatim, and returned as sent; what the
+server acts on (the embedding model, the chunking) is parsed from them by the service.
 """
 
 from __future__ import annotations
@@ -11,15 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String, Text, create_engine, event, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import JSON, Float, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-
-class Base(DeclarativeBase):
-    pass
+from outcrop.db import Base, Database
+from outcrop.jobs.records import JobRow
 
 
 class KnowledgeBaseRecord(Base):
@@ -65,25 +65,19 @@ class DataSourceRecord(Base):
 
 
 class IngestionJobRecord(Base):
+    """bedrock-agent's side of an ingestion job; its lifecycle is the ``jobs`` row."""
+
     __tablename__ = "ingestion_jobs"
 
     job_id: Mapped[str] = mapped_column(String(10), primary_key=True)
     kb_id: Mapped[str] = mapped_column(String(10), index=True)
     ds_id: Mapped[str] = mapped_column(String(10), index=True)
     description: Mapped[str | None] = mapped_column(String(200), default=None)
-    #: STARTING, IN_PROGRESS, COMPLETE, FAILED, STOPPING, STOPPED
-    status: Mapped[str] = mapped_column(String(16))
     #: counters, snake_case (scanned, new, modified, deleted, failed, metadata_scanned)
     statistics: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
-    #: per failed document ("uri: reason"), and the job's own failure if it failed
+    #: one per failed document ("uri: reason")
     failure_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
-    #: what a watcher shows: documents done of total, chunks written
-    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
     client_token: Mapped[str | None] = mapped_column(String(256), default=None)
-    started_at: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class DocumentRecord(Base):
@@ -109,26 +103,15 @@ class DocumentRecord(Base):
 
 
 class KnowledgeDatabase:
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / "knowledge.db"
-        self.engine = create_engine(
-            f"sqlite:///{self.path}", connect_args={"timeout": 30, "check_same_thread": False}
-        )
+    """The knowledge tables of the shared records database."""
 
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(conn, _record) -> None:  # noqa: ANN001
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.create_tables()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
+        with self.db.session() as s:
             yield s
 
     def add(self, record: Base) -> None:
@@ -176,14 +159,24 @@ class KnowledgeDatabase:
                 q = q.where(DataSourceRecord.kb_id == kb_id)
             return list(s.scalars(q))
 
-    def jobs(self, ds_id: str | None = None, kb_id: str | None = None) -> list[IngestionJobRecord]:
+    def jobs(
+        self, ds_id: str | None = None, kb_id: str | None = None
+    ) -> list[tuple[IngestionJobRecord, JobRow]]:
+        """Ingestion jobs with their lifecycle rows, oldest first."""
         with self.session() as s:
-            q = select(IngestionJobRecord)
+            q = select(IngestionJobRecord, JobRow).join(
+                JobRow, JobRow.job_id == IngestionJobRecord.job_id
+            )
             if ds_id is not None:
                 q = q.where(IngestionJobRecord.ds_id == ds_id)
             if kb_id is not None:
                 q = q.where(IngestionJobRecord.kb_id == kb_id)
-            return list(s.scalars(q))
+            return [(r, j) for r, j in s.execute(q.order_by(JobRow.created_at)).tuples()]
+
+    def job(self, job_id: str) -> tuple[IngestionJobRecord, JobRow] | None:
+        with self.session() as s:
+            record, row = s.get(IngestionJobRecord, job_id), s.get(JobRow, job_id)
+            return (record, row) if record is not None and row is not None else None
 
     def documents(self, ds_id: str) -> list[DocumentRecord]:
         with self.session() as s:

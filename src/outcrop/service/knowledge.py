@@ -5,7 +5,7 @@ A knowledge base is created CREATING and turns ACTIVE once its store is open; de
 one stops its ingestion jobs (waiting for them to end) before its store and records go.
 ``storageConfiguration`` is kept and returned as sent: outcrop's own store
 (:mod:`outcrop.knowledge.store`) serves every knowledge base. Ingestion jobs run in the
-background (:class:`~outcrop.knowledge.runner.IngestionRunner`) and resume after a
+background as the ``inline`` job kind of :mod:`outcrop.service.kb_jobs` and resume after a
 restart; the job operations are in :mod:`outcrop.service.kb_jobs`, direct ingestion
 (the ``*KnowledgeBaseDocuments`` operations) in :mod:`outcrop.service.kb_documents`.
 """
@@ -19,15 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from outcrop.db import Database
 from outcrop.errors import ConflictError, OutcropError, ResourceNotFoundError, ValidationError
-from outcrop.knowledge import ingest
+from outcrop.jobs.records import ACTIVE
+from outcrop.jobs.runner import JobRunner
 from outcrop.knowledge.records import (
     DataSourceRecord,
     IngestionJobRecord,
     KnowledgeBaseRecord,
     KnowledgeDatabase,
 )
-from outcrop.knowledge.runner import TERMINAL, IngestionRunner
 from outcrop.knowledge.sources import Bucket
 from outcrop.service.control_fields import (
     client_token,
@@ -61,6 +62,8 @@ class KnowledgeService:
         self,
         data_dir: Path,
         stores: KnowledgeStores,
+        db: Database,
+        runner: JobRunner,
         region: str,
         account_id: str,
         s3_endpoint_url: str | None = None,
@@ -71,23 +74,35 @@ class KnowledgeService:
         self.region = region
         self.account_id = account_id
         self.s3_endpoint_url = s3_endpoint_url
-        self.db = KnowledgeDatabase(self.data_dir)
-        self.runner = IngestionRunner(self.db, self._run_job)
+        self.db = KnowledgeDatabase(db)
+        self.runner = runner
         self._background: set[asyncio.Task[None]] = set()
+        self.closing = False
+        """Set at shutdown: running syncs end at their next check and are resumed later."""
+        self.live: set[asyncio.Future[Any]] = set()
+        """The running syncs' coroutines (on the server's loop)."""
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """On the server's loop: finish what a previous server left (create, delete, jobs)."""
+        """On the server's loop: finish what a previous server left (creates, deletes);
+        the job runner resumes interrupted ingestion jobs itself."""
         for kb in self.db.knowledge_bases():
             if kb.status == "CREATING":
                 self._spawn(self._activate(kb.kb_id))
             elif kb.status == "DELETING":
                 self._spawn(self._delete_knowledge_base(kb.kb_id))
-        self.runner.resume()
 
     async def close(self) -> None:
-        await self.runner.close()
+        """Before the job runner closes: end running syncs while the loop is still free.
+
+        ``JobRunner.close`` blocks the event loop while it joins job threads, and a sync
+        runs on that loop; so the syncs are ended here first (they stay resumable: see
+        :meth:`outcrop.service.kb_jobs.IngestionJobs.run`).
+        """
+        self.closing = True
+        if self.live:
+            await asyncio.wait(list(self.live), timeout=15)
         for task in list(self._background):
             task.cancel()
         self.stores.close()
@@ -289,9 +304,7 @@ class KnowledgeService:
 
     async def _delete_knowledge_base(self, kb_id: str) -> None:
         """Stop its jobs (and wait for them), then remove the store and every record."""
-        for job in self.db.jobs(kb_id=kb_id):
-            if job.status not in TERMINAL:
-                await self.runner.stop_and_wait(job.job_id)
+        await self.stop_jobs(kb_id=kb_id)
         await asyncio.to_thread(self.stores.forget, kb_id)
         await asyncio.to_thread(self._delete_records, kb_id)
 
@@ -299,8 +312,9 @@ class KnowledgeService:
         for ds in self.db.data_sources(kb_id):
             self.db.delete_documents(ds.ds_id)
             self.db.delete(DataSourceRecord, ds.ds_id)
-        for job in self.db.jobs(kb_id=kb_id):
-            self.db.delete(IngestionJobRecord, job.job_id)
+        for record, row in self.db.jobs(kb_id=kb_id):
+            self.db.delete(IngestionJobRecord, record.job_id)
+            self.runner.store.delete(row.job_id)
         self.db.delete(KnowledgeBaseRecord, kb_id)
 
     # ------------------------------------------------------------------ data sources
@@ -423,9 +437,7 @@ class KnowledgeService:
     async def delete_data_source(self, kb_id: str, ds_id: str) -> dict[str, Any]:
         ds = await asyncio.to_thread(self.data_source, kb_id, ds_id)
         self.db.update(DataSourceRecord, ds_id, status="DELETING")
-        for job in self.db.jobs(ds_id=ds_id):
-            if job.status not in TERMINAL:
-                await self.runner.stop_and_wait(job.job_id)
+        await self.stop_jobs(ds_id=ds_id)
         if ds.deletion_policy == "DELETE":
             kb = self.knowledge_base(kb_id)
             await asyncio.to_thread(self.stores.store(kb).delete_data_source, ds_id)
@@ -435,29 +447,37 @@ class KnowledgeService:
 
     # ------------------------------------------------------------------ ingestion
 
-    async def _run_job(self, job: IngestionJobRecord, should_stop) -> None:  # noqa: ANN001
-        kb = self.knowledge_base(job.kb_id)
-        ds = self.data_source(job.kb_id, job.ds_id)
+    async def stop_jobs(
+        self, *, kb_id: str | None = None, ds_id: str | None = None, timeout: float = 60
+    ) -> None:
+        """Stop the active ingestion jobs of a knowledge base or data source, and wait
+        until each has ended."""
+        active = [
+            row.job_id
+            for _, row in await asyncio.to_thread(self.db.jobs, ds_id=ds_id, kb_id=kb_id)
+            if row.state in ACTIVE
+        ]
+        for job_id in active:
+            await asyncio.to_thread(self.runner.stop, job_id)
+        deadline = time.monotonic() + timeout
+        while active and time.monotonic() < deadline:
+            rows = await asyncio.to_thread(self.runner.store.many, active)
+            active = [j for j, row in rows.items() if row.state in ACTIVE]
+            if active:
+                await asyncio.sleep(0.1)
+        if active:
+            log.warning("ingestion jobs %s did not stop within %.0f s", active, timeout)
+
+    def kb_going(self, kb_id: str) -> bool:
+        kb = self.db.get(KnowledgeBaseRecord, kb_id)
+        return kb is None or kb.status == "DELETING"
+
+    def bucket(self, ds: DataSourceRecord) -> Bucket:
         s3 = ds.configuration.get("s3Configuration") or {}
         match = BUCKET_ARN.fullmatch(s3.get("bucketArn", ""))
         if match is None:
             raise ValidationError(f"Data source {ds.ds_id} has no valid bucketArn.")
         prefixes = s3.get("inclusionPrefixes") or [""]
-        bucket = Bucket(
+        return Bucket(
             match.group(2), prefixes[0], data_dir=self.data_dir, endpoint_url=self.s3_endpoint_url
         )
-        config = parse_chunking(Obj.of(ds.ingestion, (), "converse") if ds.ingestion else None)
-        ctx = ingest.SyncContext(
-            db=self.db,
-            store=await asyncio.to_thread(self.stores.store, kb),
-            embedder=await self.stores.embedder(kb),
-            bucket=bucket,
-            job=job,
-            config=config,
-            should_stop=lambda: should_stop() or self._kb_going(job.kb_id),
-        )
-        await ingest.sync(ctx)
-
-    def _kb_going(self, kb_id: str) -> bool:
-        kb = self.db.get(KnowledgeBaseRecord, kb_id)
-        return kb is None or kb.status == "DELETING"
