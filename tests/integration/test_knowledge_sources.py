@@ -150,3 +150,48 @@ def test_kill_mid_ingestion_then_restart_resumes_to_a_matching_store(tmp_path):
             assert got == want
     finally:
         stop_server(server)
+
+
+def test_graceful_shutdown_mid_ingestion_is_quick_and_the_job_resumes(tmp_path):
+    data = make_data_dir(tmp_path)
+    folder = data / "s3" / "calm" / "docs"
+    folder.mkdir(parents=True)
+    for i in range(120):
+        (folder / f"doc-{i:03d}.txt").write_text(f"Calm document {i} about topic t{i}. " * 30)
+    alias = ("--alias", "amazon.titan-embed-*=" + EMBED)
+    server = start_server(tmp_path, "--data-dir", str(data), *alias)
+    try:
+        agent = server.client("bedrock-agent")
+        kb_id = create_kb(agent, "calm")
+        ds_id = s3_source(agent, kb_id, "calm", "docs/")
+        job = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
+        ids = {"knowledgeBaseId": kb_id, "dataSourceId": ds_id}
+        deadline = time.monotonic() + 120
+        while (
+            agent.get_ingestion_job(**ids, ingestionJobId=job["ingestionJobId"])["ingestionJob"][
+                "statistics"
+            ]["numberOfNewDocumentsIndexed"]
+            < 5
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        server.process.terminate()
+        server.process.wait(timeout=30)
+        assert time.monotonic() - started < 15  # no deadlock between runner and loop
+    finally:
+        stop_server(server)
+    server = start_server(tmp_path, "--data-dir", str(data), *alias)
+    try:
+        agent = server.client("bedrock-agent")
+        deadline = time.monotonic() + 300
+        while True:
+            got = agent.get_ingestion_job(**ids, ingestionJobId=job["ingestionJobId"])
+            if got["ingestionJob"]["status"] in ("COMPLETE", "FAILED", "STOPPED"):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert got["ingestionJob"]["status"] == "COMPLETE"
+        assert got["ingestionJob"]["statistics"]["numberOfNewDocumentsIndexed"] == 120
+    finally:
+        stop_server(server)
