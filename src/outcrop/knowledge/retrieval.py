@@ -37,14 +37,17 @@ def retrieve(
         scored = [(cid, (1.0 + cos) / 2.0) for cid, cos in semantic]
     out: list[Hit] = []
     seen: set[tuple[str, str]] = set()
-    for hit in store.hits(scored):
-        key = (hit.doc_key, hit.text)  # children of one parent share its text
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(hit)
-        if len(out) == k:
-            break
+    # Fetch k rows at a time: usually the first k are the answer (only children of one
+    # parent collapse), and each fetched row costs a SQLite read and a JSON parse.
+    for lo in range(0, len(scored), k):
+        for hit in store.hits(scored[lo : lo + k]):
+            key = (hit.doc_key, hit.text)  # children of one parent share its text
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(hit)
+            if len(out) == k:
+                return out
     return out
 
 
