@@ -199,7 +199,7 @@ class KnowledgeRuntime:
             self.sessions.popitem(last=False)
 
     async def citations(self, plan: RagPlan, text: str) -> list[dict[str, Any]]:
-        spans = [(m.start(), m.end()) for m in _SENTENCE.finditer(text) if m.group().strip()]
+        spans = sentence_spans(text)
         if not spans:
             return []
         refs: list[list[int]] = [[] for _ in spans]
@@ -222,6 +222,23 @@ class KnowledgeRuntime:
                 }
             )
         return out
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` of each sentence, whitespace trimmed; a piece under three words
+    ("W." of an initial, "Yes.") joins the sentence before it."""
+    spans: list[tuple[int, int]] = []
+    for m in _SENTENCE.finditer(text):
+        piece = m.group()
+        if not piece.strip():
+            continue
+        start = m.start() + len(piece) - len(piece.lstrip())
+        end = m.end() - (len(piece) - len(piece.rstrip()))
+        if spans and len(text[start:end].split()) < 3:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return spans
 
 
 def _no_guardrail(o: Obj) -> None:
