@@ -592,3 +592,46 @@ def test_cli_sync_watch_and_list(corpus, live):
     )  # fmt: skip
     rows = {r["dataSourceId"]: r for r in json.loads(listed.stdout)}
     assert rows[ds_id]["documents"] == 6 and rows[ds_id]["status"] == "ACTIVE"
+
+
+def test_stop_ingestion_job_then_a_new_sync_finishes_only_the_rest(live, agent):
+    _, data = live
+    bucket = f"stop-{uuid.uuid4().hex[:8]}"
+    folder = data / "s3" / bucket / "docs"
+    folder.mkdir(parents=True)
+    for i in range(150):
+        (folder / f"n-{i:03d}.txt").write_text(f"Short note number {i} about item i{i}.")
+    kb_id = create_kb(agent, f"stop-{uuid.uuid4().hex[:6]}")
+    ds_id = s3_source(agent, kb_id, bucket, "docs/")
+    ids = {"knowledgeBaseId": kb_id, "dataSourceId": ds_id}
+    job = agent.start_ingestion_job(**ids)["ingestionJob"]
+    deadline = time.monotonic() + 60
+    while True:
+        job = agent.get_ingestion_job(**ids, ingestionJobId=job["ingestionJobId"])["ingestionJob"]
+        if job["statistics"]["numberOfNewDocumentsIndexed"] > 0:
+            break
+        assert time.monotonic() < deadline and job["status"] in ("STARTING", "IN_PROGRESS")
+        time.sleep(0.05)
+    stopped = agent.stop_ingestion_job(**ids, ingestionJobId=job["ingestionJobId"])["ingestionJob"]
+    assert stopped["status"] in ("STOPPING", "STOPPED")
+    deadline = time.monotonic() + 60
+    while job["status"] != "STOPPED":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+        job = agent.get_ingestion_job(**ids, ingestionJobId=job["ingestionJobId"])["ingestionJob"]
+    done_first = job["statistics"]["numberOfNewDocumentsIndexed"]
+    assert 0 < done_first < 150
+    with pytest.raises(ClientError) as exc:
+        agent.stop_ingestion_job(**ids, ingestionJobId=job["ingestionJobId"])
+    assert code(exc) == ("ConflictException", 409)
+
+    rest = sync(agent, kb_id, ds_id)
+    assert rest["status"] == "COMPLETE"
+    assert rest["statistics"]["numberOfNewDocumentsIndexed"] == 150 - done_first
+    statuses = [
+        j["status"]
+        for j in agent.list_ingestion_jobs(
+            **ids, sortBy={"attribute": "STARTED_AT", "order": "ASCENDING"}
+        )["ingestionJobSummaries"]
+    ]
+    assert statuses == ["STOPPED", "COMPLETE"]
