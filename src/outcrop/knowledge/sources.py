@@ -49,7 +49,7 @@ class Bucket:
 
     def keys(self) -> list[str]:
         if self.endpoint_url:
-            out = []
+            out: list[str] = []
             pages = self._s3().get_paginator("list_objects_v2")
             try:
                 for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):

@@ -139,7 +139,7 @@ class KnowledgeDocuments:
             custom = content.obj("custom", required=True)
             assert custom is not None
             ident = custom.obj("customDocumentIdentifier", required=True)
-            doc_id = ident.string("id", required=True, non_empty=True) if ident else ""
+            doc_id = (ident.string("id", required=True, non_empty=True) if ident else "") or ""
             if len(doc_id or "") > 2048:
                 raise ident.fail("id", "Member must have length less than or equal to 2048")  # type: ignore[union-attr]
             source = custom.string("sourceType", required=True, choices=("IN_LINE", "S3_LOCATION"))

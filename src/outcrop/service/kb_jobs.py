@@ -143,8 +143,13 @@ class IngestionJobs:
         sort = o.obj("sortBy")
         attribute, order = "STARTED_AT", "DESCENDING"
         if sort is not None:
-            attribute = sort.string("attribute", required=True, choices=("STATUS", "STARTED_AT"))
-            order = sort.string("order", required=True, choices=("ASCENDING", "DESCENDING"))
+            attribute = (
+                sort.string("attribute", required=True, choices=("STATUS", "STARTED_AT"))
+                or attribute
+            )
+            order = (
+                sort.string("order", required=True, choices=("ASCENDING", "DESCENDING")) or order
+            )
         if attribute == "STATUS":
             jobs.sort(key=lambda rj: status(rj[1]), reverse=order == "DESCENDING")
         else:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from outcrop.engines.base import EmbeddingEngine
-from outcrop.knowledge.chunking import Offsets
+from outcrop.knowledge.chunking import Offsets, Tokenizer
 from outcrop.knowledge.records import KnowledgeBaseRecord
 from outcrop.knowledge.store import ChunkStore
 from outcrop.service.embeddings import EmbeddingService
@@ -45,7 +45,7 @@ class ModelEmbedder:
         self.service = service
         self.model_id = model_id
         self.dimensions = dimensions
-        self.tokenizer = _Tokens(engine)
+        self.tokenizer: Tokenizer = _Tokens(engine)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         out = await self.service.embed(
