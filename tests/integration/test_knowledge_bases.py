@@ -599,7 +599,8 @@ def test_stop_ingestion_job_then_a_new_sync_finishes_only_the_rest(live, agent):
     bucket = f"stop-{uuid.uuid4().hex[:8]}"
     folder = data / "s3" / bucket / "docs"
     folder.mkdir(parents=True)
-    for i in range(150):
+    n = 300  # several embedding batches, so the stop lands mid-way even on a fast machine
+    for i in range(n):
         (folder / f"n-{i:03d}.txt").write_text(f"Short note number {i} about item i{i}.")
     kb_id = create_kb(agent, f"stop-{uuid.uuid4().hex[:6]}")
     ds_id = s3_source(agent, kb_id, bucket, "docs/")
@@ -620,14 +621,14 @@ def test_stop_ingestion_job_then_a_new_sync_finishes_only_the_rest(live, agent):
         time.sleep(0.1)
         job = agent.get_ingestion_job(**ids, ingestionJobId=job["ingestionJobId"])["ingestionJob"]
     done_first = job["statistics"]["numberOfNewDocumentsIndexed"]
-    assert 0 < done_first < 150
+    assert 0 < done_first < n
     with pytest.raises(ClientError) as exc:
         agent.stop_ingestion_job(**ids, ingestionJobId=job["ingestionJobId"])
     assert code(exc) == ("ConflictException", 409)
 
     rest = sync(agent, kb_id, ds_id)
     assert rest["status"] == "COMPLETE"
-    assert rest["statistics"]["numberOfNewDocumentsIndexed"] == 150 - done_first
+    assert rest["statistics"]["numberOfNewDocumentsIndexed"] == n - done_first
     statuses = [
         j["status"]
         for j in agent.list_ingestion_jobs(
@@ -635,3 +636,73 @@ def test_stop_ingestion_job_then_a_new_sync_finishes_only_the_rest(live, agent):
         )["ingestionJobSummaries"]
     ]
     assert statuses == ["STOPPED", "COMPLETE"]
+
+
+def _custom_source(agent, kb_id: str, chunking: dict) -> str:
+    return agent.create_data_source(
+        knowledgeBaseId=kb_id, name=f"c-{uuid.uuid4().hex[:6]}",
+        dataSourceConfiguration={"type": "CUSTOM"},
+        vectorIngestionConfiguration={"chunkingConfiguration": chunking},
+    )["dataSource"]["dataSourceId"]  # fmt: skip
+
+
+def _ingest_text(agent, kb_id: str, ds_id: str, doc_id: str, text: str) -> None:
+    details = agent.ingest_knowledge_base_documents(
+        knowledgeBaseId=kb_id, dataSourceId=ds_id,
+        documents=[{"content": {"dataSourceType": "CUSTOM", "custom": {
+            "customDocumentIdentifier": {"id": doc_id}, "sourceType": "IN_LINE",
+            "inlineContent": {"type": "TEXT", "textContent": {"data": text}}}}}],
+    )["documentDetails"]  # fmt: skip
+    assert details[0]["status"] == "INDEXED", details
+
+
+CATS = (
+    "Cats are small domesticated carnivores. A cat purrs when it is content. Cats groom "
+    "their fur with rough tongues. Kittens are born blind and open their eyes after a week. "
+)
+ROCKETS = (
+    "Rockets carry satellites into orbit. A rocket engine burns liquid oxygen and kerosene. "
+    "Booster stages fall away after their fuel is spent. The payload fairing opens in space. "
+)
+
+
+def test_semantic_chunking_cuts_between_topics(agent, rt):
+    kb_id = create_kb(agent, f"sem-{uuid.uuid4().hex[:6]}")
+    ds_id = _custom_source(agent, kb_id, {
+        "chunkingStrategy": "SEMANTIC",
+        "semanticChunkingConfiguration": {
+            "maxTokens": 200, "bufferSize": 0, "breakpointPercentileThreshold": 85},
+    })  # fmt: skip
+    _ingest_text(agent, kb_id, ds_id, "mixed", CATS + ROCKETS)
+    chunks = [r["content"]["text"] for r in retrieve(rt, kb_id, "cats and rockets", 10)]
+    assert len(chunks) >= 2
+    assert not any("purrs" in c and "kerosene" in c for c in chunks)  # never one mixed chunk
+    assert "purrs" in retrieve(rt, kb_id, "Why does a cat purr?", 1)[0]["content"]["text"]
+
+
+def test_hierarchical_chunking_returns_the_parent_passage(agent, rt):
+    kb_id = create_kb(agent, f"hier-{uuid.uuid4().hex[:6]}")
+    ds_id = _custom_source(agent, kb_id, {
+        "chunkingStrategy": "HIERARCHICAL",
+        "hierarchicalChunkingConfiguration": {
+            "levelConfigurations": [{"maxTokens": 120}, {"maxTokens": 20}], "overlapTokens": 4},
+    })  # fmt: skip
+    _ingest_text(agent, kb_id, ds_id, "animals-and-rockets", CATS + ROCKETS)
+    results = retrieve(rt, kb_id, "What does a rocket engine burn?", 3)
+    top = results[0]["content"]["text"]
+    assert "kerosene" in top
+    assert len(top.split()) > 20  # the parent, not the 20-token child that matched
+    texts = [r["content"]["text"] for r in results]
+    assert len(texts) == len(set(texts))  # several matching children, one parent each
+
+
+def test_fixed_size_chunking_respects_max_tokens(agent, rt):
+    kb_id = create_kb(agent, f"fix-{uuid.uuid4().hex[:6]}")
+    ds_id = _custom_source(agent, kb_id, {
+        "chunkingStrategy": "FIXED_SIZE",
+        "fixedSizeChunkingConfiguration": {"maxTokens": 16, "overlapPercentage": 25},
+    })  # fmt: skip
+    _ingest_text(agent, kb_id, ds_id, "cats", CATS)
+    chunks = [r["content"]["text"] for r in retrieve(rt, kb_id, "cats", 20)]
+    assert len(chunks) >= 3
+    assert all(len(c.split()) <= 16 for c in chunks)  # 16 tokens never exceed 16 words
