@@ -56,6 +56,11 @@ class ConflictError(OutcropError):
     status = 400
 
 
+class ServiceQuotaExceededError(OutcropError):
+    shape = "ServiceQuotaExceededException"
+    status = 400  # as the bedrock and bedrock-runtime models declare it
+
+
 class ThrottlingError(OutcropError):
     shape = "ThrottlingException"
     status = 429
@@ -89,11 +94,6 @@ class InternalServerError(OutcropError):
 class UnknownOperationError(OutcropError):
     shape = "UnknownOperationException"
     status = 404
-
-
-class ServiceQuotaExceededError(OutcropError):
-    shape = "ServiceQuotaExceededException"
-    status = 400
 
 
 def with_service_status(error: OutcropError, statuses: dict[str, int]) -> OutcropError:

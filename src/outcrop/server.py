@@ -11,6 +11,7 @@ from pathlib import Path
 from outcrop.api.admin import AdminApi
 from outcrop.api.app import OutcropApp
 from outcrop.api.auth import Authenticator
+from outcrop.api.batch import BatchApi
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
 from outcrop.api.openai import OpenAiApi
@@ -26,7 +27,9 @@ from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
+from outcrop.service.batch import BatchService
 from outcrop.service.embeddings import EmbeddingService
+from outcrop.service.invoke import InvokeService
 from outcrop.service.runtime import RuntimeService
 from outcrop.settings import Settings
 
@@ -147,7 +150,8 @@ def build_server(settings: Settings) -> Server:
     metrics = Metrics(manager)
     runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
-    RuntimeApi(runtime, embeddings).register(router)
+    invoker = InvokeService(runtime, embeddings)
+    RuntimeApi(runtime, embeddings, invoker).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
@@ -155,6 +159,11 @@ def build_server(settings: Settings) -> Server:
     runner = JobRunner(JobStore(db))
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
+    batch = BatchService(
+        resolver, invoker, settings.data_dir, settings.region, settings.account_id, db, runner,
+        s3_endpoint_url=settings.s3_endpoint_url, concurrency=settings.max_batch,
+    )  # fmt: skip
+    BatchApi(batch).register(router)
     knowledge = _knowledge(settings, embeddings, runtime, router, db, runner)
     app = OutcropApp(router, authenticator, metrics)
     # Every job kind is registered by now; jobs start once the event loop runs (inline jobs

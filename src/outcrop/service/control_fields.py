@@ -1,8 +1,5 @@
-"""Checks shared by control-plane surfaces: patterns, pages, timestamps, IDs.
-
-Messages follow AWS's ``1 validation error detected: Value '...' at '...' failed to
-satisfy constraint: ...`` wording, as :class:`~outcrop.service.fields.Obj` does in its
-``converse`` style.
+"""Control-plane request checks in the Bedrock control plane's words: missing members,
+patterns, enums, query timestamps and pagination; and the 12-character resource IDs.
 """
 
 from __future__ import annotations
@@ -10,71 +7,79 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from outcrop.errors import ValidationError
-from outcrop.service.fields import Obj
 
-_ID_ALPHABET = string.ascii_uppercase + string.digits
-CLIENT_TOKEN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,256}")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
-def request(body: dict[str, Any]) -> Obj:
-    """A control-plane request body, read with AWS's ``Value at 'a.b'`` messages."""
-    return Obj.of(body, (), "converse")
+def new_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 
-def client_token(o: Obj) -> str | None:
-    """``clientToken``: 33 to 256 characters of bedrock-agent's pattern."""
-    token = pattern(o, "clientToken", CLIENT_TOKEN, max_len=256)
-    if token is not None and len(token) < 33:
-        raise o.fail("clientToken", "Member must have length greater than or equal to 33")
-    return token
+def missing(member: str) -> ValidationError:
+    return ValidationError(
+        f"1 validation error detected: Value null at '{member}' failed to satisfy "
+        "constraint: Member must not be null"
+    )
 
 
-def new_id(length: int = 10) -> str:
-    """Bedrock-agent resource IDs: ``[0-9A-Z]{10}``."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
-
-
-def iso(ts: float) -> str:
-    """A timestamp as botocore's rest-json parser reads it (ISO 8601, UTC)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def pattern(
-    o: Obj, key: str, regex: re.Pattern[str], *, required: bool = False, max_len: int = 2048
-) -> str | None:
-    value = o.string(key, required=required)
-    if value is None:
-        return None
-    if len(value) > max_len:
-        raise o.fail(key, f"Member must have length less than or equal to {max_len}")
-    if not regex.fullmatch(value):
+def pattern(member: str, value: Any, pattern: re.Pattern[str], max_len: int) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > max_len:
         raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{'.'.join(map(str, o.at(key)))}' "
-            f"failed to satisfy constraint: Member must satisfy regular expression pattern: "
-            f"{regex.pattern}"
+            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+            f"constraint: Member must satisfy regular expression pattern: {pattern.pattern}"
         )
     return value
 
 
-def length(o: Obj, key: str, lo: int, hi: int, *, required: bool = False) -> str | None:
-    value = o.string(key, required=required)
-    if value is not None and not lo <= len(value) <= hi:
-        raise o.fail(key, f"Member must have length between {lo} and {hi}")
+def enum(member: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+            f"constraint: Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
     return value
 
 
-def page(items: list[Any], body: Obj, *, limit: int = 1000) -> tuple[list[Any], str | None]:
-    """One page of ``items`` for a ``{maxResults, nextToken}`` body (tokens are offsets)."""
-    size = body.integer("maxResults", minimum=1, maximum=limit) or limit
-    token = body.string("nextToken")
+def parse_time(member: str, value: str | None) -> float | None:
+    """A query-string timestamp: ISO 8601 (botocore's default) or epoch seconds."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValidationError(f"Value '{value}' at '{member}' is not a valid timestamp.") from None
+
+
+def page(
+    items: list[Any], max_results: str | None, next_token: str | None, limit: int = 100
+) -> tuple[list, str | None]:
+    """One page of ``items`` (already filtered and sorted) and the next token, if any."""
+    if max_results is not None:
+        try:
+            limit = int(max_results)
+        except ValueError:
+            raise ValidationError(
+                f"Value '{max_results}' at 'maxResults' is not an integer."
+            ) from None
+        if not 1 <= limit <= 1000:
+            raise ValidationError(
+                f"1 validation error detected: Value '{limit}' at 'maxResults' failed to "
+                "satisfy constraint: Member must have value between 1 and 1000"
+            )
     start = 0
-    if token is not None:
-        if not token.isdigit():
-            raise ValidationError("The pagination token is invalid.")
-        start = int(token)
-    end = start + size
-    return items[start:end], (str(end) if end < len(items) else None)
+    if next_token is not None:
+        try:
+            start = int(next_token)
+        except ValueError:
+            raise ValidationError("The pagination token is invalid.") from None
+    page = items[start : start + limit]
+    more = start + limit < len(items)
+    return page, str(start + limit) if more else None

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shutil
-import string
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from outcrop.locations import DataLocations
 from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
+from outcrop.service.control_fields import enum, missing, new_id, page, parse_time, pattern
 from outcrop.training import worker as files
 from outcrop.training.data import validate_jsonl
 from outcrop.training.hyper import parse_hyperparameters
@@ -44,7 +42,6 @@ _JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*")
 _MODEL_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")
 _ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
 _TOKEN = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def job_status(row: JobRow | None) -> str:
@@ -54,76 +51,6 @@ def job_status(row: JobRow | None) -> str:
     if row.state in ACTIVE:
         return "Stopping" if row.stop_requested_at is not None else "InProgress"
     return {SUCCEEDED: "Completed", FAILED: "Failed", STOPPED: "Stopped"}[row.state]
-
-
-def _new_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-
-
-def _missing(member: str) -> ValidationError:
-    return ValidationError(
-        f"1 validation error detected: Value null at '{member}' failed to satisfy "
-        "constraint: Member must not be null"
-    )
-
-
-def _pattern(member: str, value: Any, pattern: re.Pattern[str], max_len: int) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > max_len:
-        raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
-            f"constraint: Member must satisfy regular expression pattern: {pattern.pattern}"
-        )
-    return value
-
-
-def _enum(member: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
-    if value is not None and value not in allowed:
-        raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
-            f"constraint: Member must satisfy enum value set: [{', '.join(allowed)}]"
-        )
-    return value
-
-
-def parse_time(member: str, value: str | None) -> float | None:
-    """A query-string timestamp: ISO 8601 (botocore's default) or epoch seconds."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise ValidationError(f"Value '{value}' at '{member}' is not a valid timestamp.") from None
-
-
-def _page(
-    items: list[Any], max_results: str | None, next_token: str | None
-) -> tuple[list, str | None]:
-    limit = 100
-    if max_results is not None:
-        try:
-            limit = int(max_results)
-        except ValueError:
-            raise ValidationError(
-                f"Value '{max_results}' at 'maxResults' is not an integer."
-            ) from None
-        if not 1 <= limit <= 1000:
-            raise ValidationError(
-                f"1 validation error detected: Value '{limit}' at 'maxResults' failed to "
-                "satisfy constraint: Member must have value between 1 and 1000"
-            )
-    start = 0
-    if next_token is not None:
-        try:
-            start = int(next_token)
-        except ValueError:
-            raise ValidationError("The pagination token is invalid.") from None
-    page = items[start : start + limit]
-    more = start + limit < len(items)
-    return page, str(start + limit) if more else None
 
 
 class CustomizationService:
@@ -220,23 +147,23 @@ class CustomizationService:
     def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
         for member in ("jobName", "customModelName", "roleArn", "baseModelIdentifier"):
             if body.get(member) is None:
-                raise _missing(member)
+                raise missing(member)
         training = body.get("trainingDataConfig")
         if not isinstance(training, dict):
-            raise _missing("trainingDataConfig")
+            raise missing("trainingDataConfig")
         if not training.get("s3Uri"):
             raise ValidationError(
                 "trainingDataConfig.s3Uri is required: give the training data location."
             )
         output = body.get("outputDataConfig")
         if not isinstance(output, dict) or not output.get("s3Uri"):
-            raise _missing("outputDataConfig.s3Uri")
-        job_name = _pattern("jobName", body["jobName"], _JOB_NAME, 63)
-        model_name = _pattern("customModelName", body["customModelName"], _MODEL_NAME, 63)
-        _pattern("roleArn", body["roleArn"], _ROLE_ARN, 2048)
+            raise missing("outputDataConfig.s3Uri")
+        job_name = pattern("jobName", body["jobName"], _JOB_NAME, 63)
+        model_name = pattern("customModelName", body["customModelName"], _MODEL_NAME, 63)
+        pattern("roleArn", body["roleArn"], _ROLE_ARN, 2048)
         token = body.get("clientRequestToken")
         if token is not None:
-            _pattern("clientRequestToken", token, _TOKEN, 256)
+            pattern("clientRequestToken", token, _TOKEN, 256)
             for job in self.db.jobs():
                 if job.client_request_token == token:
                     if job.job_name != job_name:
@@ -244,9 +171,7 @@ class CustomizationService:
                             f"The client request token {token} was used for job {job.job_name}."
                         )
                     return {"jobArn": job.job_arn}
-        ctype = _enum(
-            "customizationType", body.get("customizationType") or "FINE_TUNING", ALL_TYPES
-        )
+        ctype = enum("customizationType", body.get("customizationType") or "FINE_TUNING", ALL_TYPES)
         if ctype not in SUPPORTED_TYPES:
             raise ValidationError(
                 f"customizationType {ctype} is not supported here; use {' or '.join(SUPPORTED_TYPES)}."
@@ -278,7 +203,7 @@ class CustomizationService:
         self.locations.check_writable(out_loc)
         base_path = self.store.ensure(base)
 
-        job_id, model_id = _new_id(), _new_id()
+        job_id, model_id = new_id(), new_id()
         job_arn = self._job_arn(base.model_id, job_id)
         model_arn = self._model_arn(base.model_id, model_id)
         work = self.jobs_dir / job_id
@@ -412,9 +337,9 @@ class CustomizationService:
         return self.job_details(self._job(identifier))
 
     def list_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
-        status = _enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
-        _enum("sortBy", q.get("sortBy"), ("CreationTime",))
-        order = _enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
+        status = enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
+        enum("sortBy", q.get("sortBy"), ("CreationTime",))
+        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
         after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
         before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
         name = q.get("nameContains")
@@ -429,9 +354,9 @@ class CustomizationService:
             and (before is None or j.creation_time < before)
         ]
         jobs.sort(key=lambda j: j.creation_time, reverse=order == "Descending")
-        page, token = _page(jobs, q.get("maxResults"), q.get("nextToken"))
+        rows_page, token = page(jobs, q.get("maxResults"), q.get("nextToken"))
         summaries = []
-        for j in page:
+        for j in rows_page:
             row = rows.get(j.job_id)
             j_status = job_status(row)
             s = {
@@ -503,9 +428,9 @@ class CustomizationService:
         return out
 
     def list_models(self, q: dict[str, str | None]) -> dict[str, Any]:
-        _enum("sortBy", q.get("sortBy"), ("CreationTime",))
-        order = _enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
-        status = _enum("modelStatus", q.get("modelStatus"), MODEL_STATUSES)
+        enum("sortBy", q.get("sortBy"), ("CreationTime",))
+        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
+        status = enum("modelStatus", q.get("modelStatus"), MODEL_STATUSES)
         after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
         before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
         name = q.get("nameContains")
@@ -524,10 +449,10 @@ class CustomizationService:
             and (base_arn is None or foundation_model_arn(m.base_model_id, self.region) == base_arn)
         ]
         models.sort(key=lambda m: m.creation_time, reverse=order == "Descending")
-        page, token = _page(models, q.get("maxResults"), q.get("nextToken"))
+        rows_page, token = page(models, q.get("maxResults"), q.get("nextToken"))
         jobs = {j.job_id: j for j in self.db.jobs()}
         summaries = []
-        for m in page:
+        for m in rows_page:
             job = jobs.get(m.job_id)
             summaries.append(
                 {

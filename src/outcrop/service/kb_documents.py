@@ -19,7 +19,7 @@ from outcrop.knowledge.metadata import check_value, parse_sidecar, sidecar_name
 from outcrop.knowledge.parsers import MIME_EXTENSIONS, DocumentError
 from outcrop.knowledge.records import DataSourceRecord, DocumentRecord
 from outcrop.knowledge.sources import Bucket, split_s3_uri
-from outcrop.service.control_fields import iso, page
+from outcrop.service.agent_fields import iso, page
 from outcrop.service.fields import Obj
 from outcrop.service.kb_config import parse_chunking
 from outcrop.service.knowledge import KnowledgeService

@@ -26,7 +26,7 @@ from outcrop.jobs.records import ACTIVE, JobRow
 from outcrop.knowledge import ingest
 from outcrop.knowledge.parsers import DocumentError
 from outcrop.knowledge.records import IngestionJobRecord
-from outcrop.service.control_fields import client_token, iso, length, new_id, page, request
+from outcrop.service.agent_fields import client_token, iso, length, new_id, page, request
 from outcrop.service.fields import Obj
 from outcrop.service.kb_config import parse_chunking
 from outcrop.service.knowledge import KnowledgeService

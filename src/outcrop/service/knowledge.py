@@ -30,7 +30,7 @@ from outcrop.knowledge.records import (
     KnowledgeDatabase,
 )
 from outcrop.knowledge.sources import Bucket
-from outcrop.service.control_fields import (
+from outcrop.service.agent_fields import (
     client_token,
     iso,
     length,
