@@ -232,3 +232,12 @@ def test_hierarchical_hits_return_each_parent_once(tmp_path):
     store.replace_document("ds", "e", "e", "CUSTOM", {}, [NewChunk("other", np.array([0.0, 1.0]))])
     hits = retrieve(store, v, "child", 5)
     assert [h.text for h in hits] == [parent, "other"]
+
+
+def test_keyword_search_ignores_function_words(tmp_path):
+    store = ChunkStore(tmp_path / "k.sqlite", 2)
+    v = np.array([1.0, 0.0])
+    store.replace_document("ds", "a", "a", "CUSTOM", {}, [NewChunk("the cat is on the mat", v)])
+    store.replace_document("ds", "b", "b", "CUSTOM", {}, [NewChunk("a zebra runs", v)])
+    assert [cid for cid, _ in store.keyword_search("what is the zebra", 5)] == [2]
+    assert len(store.keyword_search("the", 5)) == 1  # only function words: kept

@@ -61,6 +61,12 @@ SOURCE_URI_KEY = "x-amz-bedrock-kb-source-uri"
 CHUNK_ID_KEY = "x-amz-bedrock-kb-chunk-id"
 DATA_SOURCE_KEY = "x-amz-bedrock-kb-data-source-id"
 _WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could did do does for from had has have how i if in "
+    "into is it its me my no not of on or our so than that the their them then there these "
+    "they this those to was we were what when where which who whom why will with would you "
+    "your".split()
+)
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,9 @@ class ChunkStore:
     def keyword_search(self, text: str, k: int, f: Filter | None = None) -> list[tuple[int, float]]:
         """BM25 over chunk text: any of the query's words; higher is better."""
         words = _WORD.findall(text.lower())
+        # Function words match nearly every chunk, and FTS5 scores every match before it
+        # ranks: at 100k chunks one "the" costs more than the whole vector search.
+        words = [w for w in words if w not in STOPWORDS] or words
         if not words:
             return []
         query = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
