@@ -706,3 +706,38 @@ def test_fixed_size_chunking_respects_max_tokens(agent, rt):
     chunks = [r["content"]["text"] for r in retrieve(rt, kb_id, "cats", 20)]
     assert len(chunks) >= 3
     assert all(len(c.split()) <= 16 for c in chunks)  # 16 tokens never exceed 16 words
+
+
+def test_readme_flow_without_waiting_for_active(live, agent, rt):
+    """The README's lines as a newcomer runs them: no polling between create and sync."""
+    _, data = live
+    bucket = f"my-docs-{uuid.uuid4().hex[:6]}"
+    folder = data / "s3" / bucket / "handbook"
+    folder.mkdir(parents=True)
+    (folder / "leave.md").write_text("# Leave\n\nEvery employee gets 27 vacation days a year.")
+    (folder / "travel.txt").write_text("Train travel is reimbursed in second class.")
+    kb = agent.create_knowledge_base(
+        name=f"handbook-{uuid.uuid4().hex[:6]}", roleArn=ROLE,
+        knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+            "embeddingModelArn": "amazon.titan-embed-text-v2:0"}},
+    )["knowledgeBase"]["knowledgeBaseId"]  # fmt: skip
+    ds = agent.create_data_source(knowledgeBaseId=kb, name="docs", dataSourceConfiguration={
+        "type": "S3", "s3Configuration": {
+            "bucketArn": f"arn:aws:s3:::{bucket}", "inclusionPrefixes": ["handbook/"]}},
+    )["dataSource"]["dataSourceId"]  # fmt: skip
+    job = agent.start_ingestion_job(knowledgeBaseId=kb, dataSourceId=ds)["ingestionJob"]
+    deadline = time.monotonic() + 120
+    while job["status"] != "COMPLETE":
+        assert time.monotonic() < deadline and job["status"] in ("STARTING", "IN_PROGRESS"), job
+        time.sleep(0.2)
+        job = agent.get_ingestion_job(
+            knowledgeBaseId=kb, dataSourceId=ds, ingestionJobId=job["ingestionJobId"]
+        )["ingestionJob"]
+    top = rt.retrieve(knowledgeBaseId=kb, retrievalQuery={"text": "How many vacation days?"})
+    assert "27 vacation days" in top["retrievalResults"][0]["content"]["text"]
+    out = rt.retrieve_and_generate(
+        input={"text": "How many vacation days?"},
+        retrieveAndGenerateConfiguration={"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+            "knowledgeBaseId": kb, "modelArn": SMOL}},
+    )  # fmt: skip
+    assert out["output"]["text"] and out["citations"]

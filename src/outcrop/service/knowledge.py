@@ -126,7 +126,13 @@ class KnowledgeService:
         return kb
 
     def active_knowledge_base(self, identifier: str) -> KnowledgeBaseRecord:
+        """The knowledge base, if it can serve. One still CREATING is finished here (its
+        store opens in milliseconds), so a client that does not poll for ACTIVE between
+        CreateKnowledgeBase and its first sync or query is not refused for it."""
         kb = self.knowledge_base(identifier)
+        if kb.status == "CREATING":
+            self.activate(kb.kb_id)
+            kb = self.knowledge_base(identifier)
         if kb.status not in ("ACTIVE", "UPDATING"):
             raise ConflictError(f"Knowledge base {kb.kb_id} is {kb.status}, not ACTIVE.")
         return kb
@@ -210,11 +216,15 @@ class KnowledgeService:
         return record
 
     async def _activate(self, kb_id: str) -> None:
+        await asyncio.to_thread(self.activate, kb_id)
+
+    def activate(self, kb_id: str) -> None:
+        """CREATING -> ACTIVE once the store is open (FAILED, with the reason, if not)."""
         kb = self.db.get(KnowledgeBaseRecord, kb_id)
-        if kb is None:
+        if kb is None or kb.status != "CREATING":
             return
         try:
-            await asyncio.to_thread(self.stores.store, kb)
+            self.stores.store(kb)
         except Exception as exc:
             log.exception("knowledge base %s: store failed to open", kb_id)
             self.db.update(KnowledgeBaseRecord, kb_id, status="FAILED", failure_reasons=[str(exc)])
