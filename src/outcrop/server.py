@@ -146,7 +146,8 @@ def build_server(settings: Settings) -> Server:
     # Every job kind is registered by now; jobs start once the event loop runs (inline jobs
     # call the engines on it), resuming what a previous server left.
     app.on_startup.append(lambda: runner.start(asyncio.get_running_loop()))
-    app.on_shutdown.append(runner.close)
+    # Off the loop: inline jobs finish their step on it while the runner waits for them.
+    app.on_shutdown.append(lambda: asyncio.to_thread(runner.close))
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)
 
