@@ -170,8 +170,9 @@ def build_server(settings: Settings) -> Server:
     # call the engines on it), resuming what a previous server left.
     app.on_startup.append(lambda: runner.start(asyncio.get_running_loop()))
     app.on_startup.append(knowledge.start)
-    app.on_shutdown.append(knowledge.close)  # before the runner: see KnowledgeService.close
-    app.on_shutdown.append(runner.close)
+    app.on_shutdown.append(knowledge.close)  # ends running syncs first, resumable
+    # Off the loop: inline jobs finish their step on it while the runner waits for them.
+    app.on_shutdown.append(lambda: asyncio.to_thread(runner.close))
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)
 

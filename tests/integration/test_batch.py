@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +39,15 @@ def claude_body(q: str) -> dict:
         "max_tokens": 24,
         "temperature": 0,
         "messages": [{"role": "user", "content": q}],
+    }
+
+
+def local_body(q: str, max_tokens: int = 16) -> dict:
+    """The native body of outcrop's own model IDs (OpenAI-style chat)."""
+    return {
+        "messages": [{"role": "user", "content": q}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
     }
 
 
@@ -272,7 +283,7 @@ def test_kill_9_mid_job_resumes_and_writes_every_record_exactly_once(tmp_path):
     server = start_server(tmp_path, "--data-dir", str(data))
     try:
         bedrock = server.client("bedrock")
-        rows = [{"recordId": f"K{i:03d}", "modelInput": {**llama_body(f"Say {i}."), "max_gen_len": 32}}
+        rows = [{"recordId": f"K{i:03d}", "modelInput": local_body(f"Say {i}.")}
                 for i in range(80)]  # fmt: skip
         write_jsonl(tmp_path / "in" / "k.jsonl", rows)
         arn = create(bedrock, tmp_path, "resume", SMOL, tmp_path / "in")
@@ -291,5 +302,11 @@ def test_kill_9_mid_job_resumes_and_writes_every_record_exactly_once(tmp_path):
         out = outputs(tmp_path, arn, "k.jsonl.out")
         assert [o["recordId"] for o in out] == [r["recordId"] for r in rows]
         assert job["processedRecordCount"] == job["successRecordCount"] == 80
+        listed = subprocess.run(
+            [sys.executable, "-m", "outcrop", "jobs", "list", "--json", "--data-dir", str(data)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        (mine,) = [j for j in json.loads(listed.stdout) if j.get("jobArn") == arn]
+        assert (mine["status"], mine["processedRecordCount"]) == ("Completed", 80)
     finally:
         stop_server(server)

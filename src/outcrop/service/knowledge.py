@@ -94,12 +94,9 @@ class KnowledgeService:
                 self._spawn(self._delete_knowledge_base(kb.kb_id))
 
     async def close(self) -> None:
-        """Before the job runner closes: end running syncs while the loop is still free.
-
-        ``JobRunner.close`` blocks the event loop while it joins job threads, and a sync
-        runs on that loop; so the syncs are ended here first (they stay resumable: see
-        :meth:`outcrop.service.kb_jobs.IngestionJobs.run`).
-        """
+        """Before the job runner closes: end running syncs at their next check, so the
+        runner's join is quick (they stay resumable: see
+        :meth:`outcrop.service.kb_jobs.IngestionJobs.run`)."""
         self.closing = True
         if self.live:
             await asyncio.wait(list(self.live), timeout=15)
