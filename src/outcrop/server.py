@@ -73,6 +73,7 @@ def engine_factory(settings: Settings):
             n_ctx_per_seq=min(settings.n_ctx, card.context_length),
             max_queue=settings.max_queue,
             prefill_chunk=settings.prefill_chunk,
+            background_share=settings.background_share,
             n_threads=settings.n_threads,
             gpu_layers=settings.gpu_layers,
             llama_log=settings.llama_log,
