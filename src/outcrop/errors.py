@@ -56,6 +56,14 @@ class ConflictError(OutcropError):
     status = 400
 
 
+class ServiceQuotaExceededError(OutcropError):
+    """A count limit (guardrails per account, versions per guardrail); 400 in ``bedrock``
+    and ``bedrock-runtime``."""
+
+    shape = "ServiceQuotaExceededException"
+    status = 400
+
+
 class ThrottlingError(OutcropError):
     shape = "ThrottlingException"
     status = 429

@@ -12,6 +12,7 @@ from outcrop.api.app import OutcropApp
 from outcrop.api.auth import Authenticator
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
+from outcrop.api.guardrails import GuardrailsApi
 from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
@@ -88,6 +89,14 @@ def _customization(settings, catalog, resolver, store, manager):
     return service
 
 
+def _guardrails(settings, embeddings):
+    from outcrop.guardrails.records import GuardrailStore
+    from outcrop.service.guardrails import GuardrailService, embed_with
+
+    store = GuardrailStore(settings.data_dir)
+    return GuardrailService(store, settings.region, settings.account_id, embed_with(embeddings))
+
+
 def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
@@ -120,12 +129,14 @@ def build_server(settings: Settings) -> Server:
     metrics = Metrics(manager)
     runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
-    RuntimeApi(runtime, embeddings).register(router)
+    guardrails = _guardrails(settings, embeddings)
+    RuntimeApi(runtime, embeddings, guardrails).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
     customization = _customization(settings, catalog, resolver, store, manager)
     CustomizationApi(customization).register(router)
+    GuardrailsApi(guardrails).register(router)
     app = OutcropApp(router, authenticator, metrics)
     app.on_shutdown.append(customization.close)
     app.on_shutdown.append(manager.close)
