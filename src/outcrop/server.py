@@ -89,12 +89,13 @@ def _customization(settings, catalog, resolver, store, manager):
     return service
 
 
-def _guardrails(settings, embeddings):
+def _guardrails(settings, catalog, store):
     from outcrop.guardrails.records import GuardrailStore
-    from outcrop.service.guardrails import GuardrailService, embed_with
+    from outcrop.service.guardrails import EMBEDDING_MODEL, GuardrailService, StaticEmbedding
 
-    store = GuardrailStore(settings.data_dir)
-    return GuardrailService(store, settings.region, settings.account_id, embed_with(embeddings))
+    embed = StaticEmbedding(store, catalog.get(EMBEDDING_MODEL), settings.data_dir / "guardrails")
+    records = GuardrailStore(settings.data_dir)
+    return GuardrailService(records, settings.region, settings.account_id, embed)
 
 
 def build_server(settings: Settings) -> Server:
@@ -129,7 +130,7 @@ def build_server(settings: Settings) -> Server:
     metrics = Metrics(manager)
     runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
-    guardrails = _guardrails(settings, embeddings)
+    guardrails = _guardrails(settings, catalog, store)
     RuntimeApi(runtime, embeddings, guardrails).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)

@@ -1,20 +1,23 @@
 """Contextual grounding: GROUNDING and RELEVANCE scores in 0..1.
 
 GROUNDING asks whether each sentence of the answer is supported by the source. A
-sentence's support is the product of two measurements:
+sentence's support is the product of:
 
-* meaning: its best cosine similarity to any source sentence (MiniLM embeddings),
-  rescaled so 0.25 and below is 0 and 0.85 and above is 1;
-* facts: the share of its key words (numbers and words of four or more letters, minus
-  stop words) found in the source; a number the source does not contain also halves
-  the sentence's support, because embeddings barely see "30 days" vs "90 days".
+* meaning: its best cosine similarity to any source sentence (static MiniLM vectors),
+  rescaled so 0.3 and below is 0 and 0.75 and above is 1;
+* facts: ``0.4 + 0.6 x`` the share of its key words (numbers, and words of four or more
+  letters minus stop words, a plural "s" dropped) that the source contains;
+* numbers: a number the source does not contain multiplies the support by 0.35, because
+  embeddings barely see "30 days" against "90 days".
 
 The answer's score is the mean support of its sentences, weighted by their key words
-(so "Sure, here you go." weighs little).
+(so "Sure, here you go." weighs little). Contradictions that reuse the source's words
+("only in person" against "online or by phone") are not caught: docs/guardrails.md.
 
 RELEVANCE asks whether the answer addresses the query: the best cosine similarity
-between the query and the answer (whole, or any sentence), rescaled from 0.1..0.6 to
-0..1. A filter intervenes when the score is below its threshold, as on Bedrock.
+between the query and the answer's sentences, rescaled from 0.2..0.7 to 0..1.
+
+A filter intervenes when the score is below its threshold, as on Bedrock.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def _rescale(value: float, lo: float, hi: float) -> float:
 
 
 def key_words(text: str) -> list[str]:
-    return [w.casefold() for w in _WORD.findall(text) if w.casefold() not in _STOP]
+    words = [w.casefold() for w in _WORD.findall(text)]
+    return [w[:-1] if len(w) > 4 and w.endswith("s") else w for w in words if w not in _STOP]
 
 
 def grounding_score(
@@ -54,11 +58,11 @@ def grounding_score(
     total = weight_sum = 0.0
     for i, sentence in enumerate(answer_sentences):
         words = key_words(sentence)
-        meaning = _rescale(float(sims[i].max()), 0.25, 0.85)
-        facts = sum(w in source_words for w in words) / len(words) if words else 1.0
-        support = meaning * facts
+        meaning = _rescale(float(sims[i].max()), 0.3, 0.75)
+        found = sum(w in source_words for w in words) / len(words) if words else 1.0
+        support = meaning * (0.4 + 0.6 * found)
         if any(w[0].isdigit() and w not in source_numbers for w in words):
-            support *= 0.5
+            support *= 0.35
         weight = max(1, len(words))
         total += support * weight
         weight_sum += weight
@@ -68,4 +72,4 @@ def grounding_score(
 def relevance_score(query_vector: np.ndarray, answer_vectors: np.ndarray) -> float:
     if answer_vectors.shape[0] == 0:
         return 0.0
-    return round(_rescale(float((answer_vectors @ query_vector).max()), 0.1, 0.6), 4)
+    return round(_rescale(float((answer_vectors @ query_vector).max()), 0.2, 0.7), 4)

@@ -10,10 +10,12 @@ guardrail and a version; :meth:`GuardrailService.resolve` turns that into a comp
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import string
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ from outcrop.guardrails.records import (
     GuardrailVersionRecord,
     NameTaken,
 )
+from outcrop.guardrails.static import StaticEmbedder, load_or_distill
 from outcrop.guardrails.vectors import EmbedFn, PolicyVectors
 from outcrop.service import guardrail_wire as wire
 from outcrop.service.guardrail_config import (
@@ -361,11 +364,23 @@ def _page(rows: list[Any], max_results: str | None, next_token: str | None):
     return rows[start : start + limit], str(start + limit) if more else None
 
 
-def embed_with(embeddings: Any, model_id: str = EMBEDDING_MODEL) -> EmbedFn:
-    """An embed function over the server's :class:`EmbeddingService` (unit-length rows)."""
+class StaticEmbedding:
+    """The policies' embed function: static MiniLM token vectors (:mod:`outcrop.guardrails.static`),
+    loaded (or distilled, once per model file) the first time a policy needs them."""
 
-    async def embed(texts: list[str]) -> np.ndarray:
-        result = await embeddings.embed(model_id, texts, normalize=True, truncate="END")
-        return np.asarray(result.vectors, dtype=np.float32)
+    def __init__(self, store: Any, card: Any, cache_dir: Path) -> None:
+        self.store = store
+        self.card = card
+        self.cache_dir = cache_dir
+        self._embedder: StaticEmbedder | None = None
+        self._lock = asyncio.Lock()
 
-    return embed
+    async def __call__(self, texts: list[str]) -> np.ndarray:
+        if self._embedder is None:
+            async with self._lock:
+                if self._embedder is None:
+                    self._embedder = await asyncio.to_thread(self._load)
+        return self._embedder.embed(texts)
+
+    def _load(self) -> StaticEmbedder:
+        return load_or_distill(self.store.ensure(self.card), self.cache_dir)
