@@ -109,7 +109,7 @@ def find_names(text: str) -> list[tuple[int, int]]:
 _SUFFIX = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|"
     r"Terrace|Ter|Way|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Trl|Crescent|"
-    r"Close|Row|Walk|Plaza|Alley)\.?"
+    r"Close|Row|Walk|Plaza|Alley|Loop|Path|Pike|Gardens|Mews)\.?"
 )
 _STATE = (
     r"(?:A[LKZR]|C[AOT]|D[EC]|FL|GA|HI|I[DLNA]|K[SY]|LA|M[EDAINSOT]|N[EVHJMYCD]|O[HKR]|PA|RI|"
