@@ -93,7 +93,9 @@ def _guardrails(settings, catalog, store):
     from outcrop.guardrails.records import GuardrailStore
     from outcrop.service.guardrails import EMBEDDING_MODEL, GuardrailService, StaticEmbedding
 
-    embed = StaticEmbedding(store, catalog.get(EMBEDDING_MODEL), settings.data_dir / "cache" / "guardrails")
+    embed = StaticEmbedding(
+        store, catalog.get(EMBEDDING_MODEL), settings.data_dir / "cache" / "guardrails"
+    )
     records = GuardrailStore(settings.data_dir)
     return GuardrailService(records, settings.region, settings.account_id, embed)
 

@@ -301,7 +301,7 @@ class GuardrailService:
         blocks, images = _content_blocks(body)
         if not version:
             raise invalid("guardrailVersion", version, "Member must not be empty")
-        guardrail = self.resolve(identifier, version)
+        guardrail = await asyncio.to_thread(self.resolve, identifier, version)
         full = scope == "FULL"
         a = await self.check(guardrail, blocks, source, full=full)  # type: ignore[arg-type]
         return wire.apply_response(a, guardrail, source, full=full, images_total=images)
