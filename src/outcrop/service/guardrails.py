@@ -11,9 +11,11 @@ guardrail and a version; :meth:`GuardrailService.resolve` turns that into a comp
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import secrets
 import string
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -71,8 +73,25 @@ class GuardrailService:
         self.store = store
         self.region = region
         self.account_id = account_id
+        self.embed = embed
         self.vectors = PolicyVectors(embed)
         self._compiled: dict[tuple[str, str, float], Guardrail] = {}
+        if any(
+            self._needs_vectors(v.policies)
+            for g in store.guardrails()
+            for v in store.versions(g.guardrail_id)
+        ):
+            self._warm()
+
+    @staticmethod
+    def _needs_vectors(policies: dict[str, Any]) -> bool:
+        p = from_json(policies)
+        return bool(p.topics or p.content_filters or p.grounding_filters)
+
+    def _warm(self) -> None:
+        warm = getattr(self.embed, "warm", None)
+        if warm is not None:
+            warm()
 
     def arn(self, guardrail_id: str) -> str:
         return f"arn:aws:bedrock:{self.region}:{self.account_id}:guardrail/{guardrail_id}"
@@ -156,6 +175,8 @@ class GuardrailService:
         )  # fmt: skip
         if not self.store.create(record, draft):
             raise ConflictError(f"A guardrail named {values['name']} already exists.")
+        if self._needs_vectors(values["policies"]):
+            self._warm()
         return self._created(record)
 
     def _created(self, record: GuardrailRecord) -> dict[str, Any]:
@@ -228,6 +249,8 @@ class GuardrailService:
             raise ConflictError(f"A guardrail named {values['name']} already exists.") from None
         if draft is None:
             raise ResourceNotFoundError(f"Guardrail {identifier} was not found.")
+        if self._needs_vectors(values["policies"]):
+            self._warm()
         return {
             "guardrailId": record.guardrail_id,
             "guardrailArn": record.arn,
@@ -365,22 +388,39 @@ def _page(rows: list[Any], max_results: str | None, next_token: str | None):
 
 
 class StaticEmbedding:
-    """The policies' embed function: static MiniLM token vectors (:mod:`outcrop.guardrails.static`),
-    loaded (or distilled, once per model file) the first time a policy needs them."""
+    """The policies' embed function: static MiniLM token vectors (:mod:`outcrop.guardrails.static`).
+
+    Loading takes about a second, but the first distillation of a model file takes minutes,
+    so it starts in the background as soon as a guardrail needs vectors (created, updated,
+    or found at start-up) rather than inside the first request that evaluates one.
+    """
 
     def __init__(self, store: Any, card: Any, cache_dir: Path) -> None:
         self.store = store
         self.card = card
         self.cache_dir = cache_dir
-        self._embedder: StaticEmbedder | None = None
-        self._lock = asyncio.Lock()
+        self._loading: concurrent.futures.Future[StaticEmbedder] | None = None
+        self._guard = threading.Lock()
+
+    def warm(self) -> concurrent.futures.Future[StaticEmbedder]:
+        """Start loading (or distilling) in a background thread; idempotent."""
+        with self._guard:
+            if self._loading is None or (
+                self._loading.done() and self._loading.exception() is not None
+            ):
+                self._loading = concurrent.futures.Future()
+                threading.Thread(
+                    target=self._load, args=(self._loading,), name="guardrail-vectors", daemon=True
+                ).start()
+            return self._loading
 
     async def __call__(self, texts: list[str]) -> np.ndarray:
-        if self._embedder is None:
-            async with self._lock:
-                if self._embedder is None:
-                    self._embedder = await asyncio.to_thread(self._load)
-        return self._embedder.embed(texts)
+        loading = self.warm()
+        embedder = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+        return embedder.embed(texts)
 
-    def _load(self) -> StaticEmbedder:
-        return load_or_distill(self.store.ensure(self.card), self.cache_dir)
+    def _load(self, future: concurrent.futures.Future[StaticEmbedder]) -> None:
+        try:
+            future.set_result(load_or_distill(self.store.ensure(self.card), self.cache_dir))
+        except BaseException as exc:  # the waiting requests get the error, a later call retries
+            future.set_exception(exc)
