@@ -631,3 +631,69 @@ def test_langchain_sees_the_intervention(live, word_guard):
     reply = llm.invoke("Tell me about Falcon.")
     assert reply.content == IN_MSG
     assert reply.response_metadata["stopReason"] == "guardrail_intervened"
+
+
+def _same_members(raw, parsed, path="") -> None:
+    """Every member we sent survived botocore's parser (it silently drops unknown ones)."""
+    if isinstance(raw, dict):
+        assert isinstance(parsed, dict), path
+        for key, value in raw.items():
+            assert key in parsed, f"botocore dropped {path}.{key}"
+            _same_members(value, parsed[key], f"{path}.{key}")
+    elif isinstance(raw, list):
+        assert len(raw) == len(parsed), path
+        for i, (a, b) in enumerate(zip(raw, parsed, strict=True)):
+            _same_members(a, b, f"{path}[{i}]")
+
+
+def test_assessments_and_traces_decode_with_botocore(live, bedrock, word_guard):
+    gid = _create(
+        bedrock,
+        wordPolicyConfig={"wordsConfig": [{"text": "Falcon"}], "managedWordListsConfig": [{"type": "PROFANITY"}]},
+        sensitiveInformationPolicyConfig={
+            "piiEntitiesConfig": [{"type": "EMAIL", "action": "ANONYMIZE"}],
+            "regexesConfig": [{"name": "ID", "pattern": r"ID\d+", "action": "BLOCK"}],
+        },
+        topicPolicyConfig={"topicsConfig": [{"name": "Cooking", "definition": "Recipes and how to cook food.", "type": "DENY"}]},
+        contentPolicyConfig={"filtersConfig": [{"type": "INSULTS", "inputStrength": "HIGH", "outputStrength": "HIGH"}]},
+        contextualGroundingPolicyConfig={"filtersConfig": [{"type": "GROUNDING", "threshold": 0.5}]},
+    )  # fmt: skip
+    runtime = live.client("bedrock-runtime")
+    captured: dict = {}
+
+    def capture(http_response, parsed, model, **_):
+        captured[model.name] = (json.loads(http_response.content), parsed)
+
+    runtime.meta.events.register("after-call.bedrock-runtime.*", capture)
+    _apply(
+        runtime,
+        gid,
+        [
+            {"text": {"text": "The source text.", "qualifiers": ["grounding_source"]}},
+            {"text": {"text": "Falcon mail a@b.io ID7, you idiot. How do I cook rice?"}},
+        ],
+        source="OUTPUT",
+        outputScope="FULL",
+    )
+    raw, parsed = captured["ApplyGuardrail"]
+    assert set(raw["assessments"][0]) >= {
+        "wordPolicy",
+        "sensitiveInformationPolicy",
+        "contentPolicy",
+        "topicPolicy",
+        "contextualGroundingPolicy",
+    }
+    _same_members(raw, parsed)
+
+    runtime.converse(
+        modelId=SMOL,
+        messages=[{"role": "user", "content": [{"text": "Falcon"}]}],
+        guardrailConfig={
+            "guardrailIdentifier": gid,
+            "guardrailVersion": "DRAFT",
+            "trace": "enabled_full",
+        },
+    )
+    raw, parsed = captured["Converse"]
+    assert raw["trace"]["guardrail"]["inputAssessment"][gid]["wordPolicy"]
+    _same_members(raw, parsed)
