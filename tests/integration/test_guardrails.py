@@ -473,8 +473,24 @@ def _converse(runtime, guard, text, trace="enabled", **kwargs):
     )
 
 
-def test_converse_blocked_input_never_reaches_the_model(runtime, word_guard):
+def _tokens_generated(live) -> int:
+    """SMOL's engine counter from /outcrop/ps (SigV4-signed)."""
+    import httpx
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method="GET", url=live.url + "/outcrop/ps", data=b"")
+    SigV4Auth(Credentials(TEST_KEY, TEST_SECRET), "bedrock", REGION).add_auth(req)
+    models = httpx.get(req.url, headers=dict(req.headers), timeout=60).json()["models"]
+    return next(m["tokens_generated"] for m in models if m["modelId"] == SMOL)
+
+
+def test_converse_blocked_input_never_reaches_the_model(live, runtime, word_guard):
+    _converse(runtime, word_guard, "Say hi.")  # the model is loaded and counting
+    before = _tokens_generated(live)
     out = _converse(runtime, word_guard, "Tell me about Project Falcon.")
+    assert _tokens_generated(live) == before
     assert out["stopReason"] == "guardrail_intervened"
     assert out["output"]["message"]["content"] == [{"text": IN_MSG}]
     assert out["usage"] == {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}
@@ -482,6 +498,8 @@ def test_converse_blocked_input_never_reaches_the_model(runtime, word_guard):
     words = out["trace"]["guardrail"]["inputAssessment"][gid]["wordPolicy"]["customWords"]
     assert words == [{"match": "Falcon", "action": "BLOCKED", "detected": True}]
     assert "outputAssessments" not in out["trace"]["guardrail"]
+    _converse(runtime, word_guard, "Say hello.")
+    assert _tokens_generated(live) > before  # the counter does move when the model runs
 
 
 def test_converse_blocked_output_returns_blocked_messaging_and_trace(runtime, word_guard):
