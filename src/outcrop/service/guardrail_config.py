@@ -112,15 +112,21 @@ def items(
         return []
     if not isinstance(value, list):
         raise invalid(member, value, "Member must be a list")
-    if len(value) < lo or (hi is not None and len(value) > hi):
-        raise ValidationError(
-            f"1 validation error detected: Value at '{member}' failed to satisfy constraint: "
-            f"Member must have length {'less than or equal to ' + str(hi) if hi and len(value) > hi else 'greater than or equal to ' + str(lo)}"
-        )
+    if hi is not None and len(value) > hi:
+        raise _count(member, f"less than or equal to {hi}")
+    if len(value) < lo:
+        raise _count(member, f"greater than or equal to {lo}")
     for i, item in enumerate(value):
         if not isinstance(item, dict):
             raise invalid(f"{member}.{i + 1}", item, "Member must be a structure")
     return value
+
+
+def _count(member: str, bound: str) -> ValidationError:
+    return ValidationError(
+        f"1 validation error detected: Value at '{member}' failed to satisfy constraint: "
+        f"Member must have length {bound}"
+    )
 
 
 def _section(body: dict[str, Any], key: str) -> dict[str, Any] | None:
