@@ -98,7 +98,7 @@ async def content_table(vectors: PolicyVectors) -> list[str]:
     return lines
 
 
-async def topics_table(vectors: PolicyVectors) -> list[str]:
+async def topics_table(vectors: PolicyVectors, part: str = "sentences") -> list[str]:
     data = json.loads((DATA / "topics_eval.json").read_text())
     topics = [
         Topic(name=t["name"], definition=t["definition"], examples=t["examples"])
@@ -108,7 +108,7 @@ async def topics_table(vectors: PolicyVectors) -> list[str]:
     lines = ["| topic | positives | P | R |", "|---|---|---|---|"]
     total = [0, 0, 0]
     results = []
-    for text, label in data["sentences"]:
+    for text, label in data[part]:
         a = await evaluate(g, [Block(text)], "INPUT", vectors)
         results.append(({t.name for t in a.topics if t.detected}, label))
     for t in topics:
@@ -220,7 +220,8 @@ async def main() -> None:
     vectors = PolicyVectors(embed)
     sections = [
         ("Content filters (held-out set, served static vectors)", await content_table(vectors)),
-        ("Denied topics (calibration set)", await topics_table(vectors)),
+        ("Denied topics (calibration half)", await topics_table(vectors)),
+        ("Denied topics (held-out half)", await topics_table(vectors, "held_out")),
         ("Contextual grounding", await grounding_table(vectors)),
         ("Sensitive information (per type)", await pii_table(vectors)),
     ]
