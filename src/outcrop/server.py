@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from dataclasses import dataclass
@@ -17,7 +18,10 @@ from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
 from outcrop.credentials import export_lines, load_or_create_credentials
+from outcrop.db import Database
 from outcrop.engines.base import Engine
+from outcrop.jobs.runner import JobRunner
+from outcrop.jobs.store import JobStore
 from outcrop.metering import Metrics
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import ModelManager
@@ -76,28 +80,28 @@ def engine_factory(settings: Settings):
     return build
 
 
-def _customization(settings, catalog, resolver, store, manager):
+def _customization(settings, catalog, resolver, store, manager, db, runner):
     from outcrop.service.customization import CustomizationService
 
     service = CustomizationService(
         catalog, resolver, store, settings.data_dir, settings.region, settings.account_id,
+        db, runner,
         s3_endpoint_url=settings.s3_endpoint_url,
         training_threads=settings.training_threads,
         unload=manager.unload,
     )  # fmt: skip
-    service.start()  # re-registers custom models, resumes interrupted jobs
+    service.start()  # re-registers custom models
     return service
 
 
-def _guardrails(settings, catalog, store):
+def _guardrails(settings, catalog, store, db):
     from outcrop.guardrails.records import GuardrailStore
     from outcrop.service.guardrails import EMBEDDING_MODEL, GuardrailService, StaticEmbedding
 
     embed = StaticEmbedding(
         store, catalog.get(EMBEDDING_MODEL), settings.data_dir / "cache" / "guardrails"
     )
-    records = GuardrailStore(settings.data_dir)
-    return GuardrailService(records, settings.region, settings.account_id, embed)
+    return GuardrailService(GuardrailStore(db), settings.region, settings.account_id, embed)
 
 
 def build_server(settings: Settings) -> Server:
@@ -132,16 +136,21 @@ def build_server(settings: Settings) -> Server:
     metrics = Metrics(manager)
     runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
-    guardrails = _guardrails(settings, catalog, store)
-    RuntimeApi(runtime, embeddings, guardrails).register(router)
+    db = Database(settings.data_dir)
+    guardrails = _guardrails(settings, catalog, store, db)
+    RuntimeApi(runtime, embeddings, guardrails=guardrails).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
-    customization = _customization(settings, catalog, resolver, store, manager)
+    runner = JobRunner(JobStore(db))
+    customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
     GuardrailsApi(guardrails).register(router)
     app = OutcropApp(router, authenticator, metrics)
-    app.on_shutdown.append(customization.close)
+    # Every job kind is registered by now; jobs start once the event loop runs (inline jobs
+    # call the engines on it), resuming what a previous server left.
+    app.on_startup.append(lambda: runner.start(asyncio.get_running_loop()))
+    app.on_shutdown.append(runner.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)
 

@@ -11,6 +11,7 @@ from botocore.session import get_session
 
 from outcrop.api.guardrails import GuardrailsApi
 from outcrop.api.routing import Router
+from outcrop.db import Database
 from outcrop.errors import ValidationError
 from outcrop.guardrails import content, pii, segments
 from outcrop.guardrails.evaluate import Block, Guardrail, evaluate
@@ -216,7 +217,7 @@ def test_chunks_end_at_sentence_ends_past_the_minimum():
 
 
 def test_sync_stream_never_releases_a_blocked_chunk(tmp_path):
-    service = GuardrailService(GuardrailStore(tmp_path), "us-east-1", "0" * 12, _no_embed)
+    service = GuardrailService(GuardrailStore(Database(tmp_path)), "us-east-1", "0" * 12, _no_embed)
     g = Guardrail("g", "DRAFT", "arn", "in", "BLOCKED OUT", Policies(words=[Word(text="secret")]))
     session = GuardSession(service, g, mode="sync")
     first = "This is an ordinary opening sentence that is long enough to pass the check alone. "

@@ -9,7 +9,6 @@ import base64
 import binascii
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +28,6 @@ from outcrop.service.converse import (
 )
 from outcrop.service.dialects import dialect_for
 from outcrop.service.dialects.base import InvokeContext
-from outcrop.service.embed_dialects import embed_dialect_for
 from outcrop.service.embeddings import EmbeddingService
 from outcrop.service.guarded import (
     GuardSession,
@@ -37,9 +35,9 @@ from outcrop.service.guarded import (
     converse_input_blocks,
     invoke_guard_headers,
     invoke_input_blocks,
-    mask_request,
 )
 from outcrop.service.guardrails import GuardrailService
+from outcrop.service.invoke import InvokeService
 from outcrop.service.runtime import RuntimeService
 from outcrop.service.types import ChatRequest, ChatResult, StreamEnd, StreamEvent, TextDelta
 
@@ -67,14 +65,6 @@ def _stream_error(exc: BaseException, allowed: set[str] | None = None) -> bytes:
     return exception_frame(shape, message)
 
 
-def _invocation_headers(result: ChatResult) -> dict[str, str]:
-    return {
-        "X-Amzn-Bedrock-Input-Token-Count": str(result.usage.input_tokens),
-        "X-Amzn-Bedrock-Output-Token-Count": str(result.usage.output_tokens),
-        "X-Amzn-Bedrock-Invocation-Latency": str(result.latency_ms),
-    }
-
-
 def _invocation_metrics(result: ChatResult) -> dict[str, int]:
     return {
         "inputTokenCount": result.usage.input_tokens,
@@ -89,10 +79,12 @@ class RuntimeApi:
         self,
         service: RuntimeService,
         embeddings: EmbeddingService | None = None,
+        invoker: InvokeService | None = None,
         guardrails: GuardrailService | None = None,
     ) -> None:
         self.service = service
         self.embeddings = embeddings
+        self.invoker = invoker or InvokeService(service, embeddings)
         self.guardrails = guardrails
 
     def register(self, router: Router) -> None:
@@ -126,11 +118,7 @@ class RuntimeApi:
         if guard is None:
             return False
         self.service.resolver.resolve(model_id)  # an unknown model is still an error
-        verdict = await guard.check_input(blocks)
-        if verdict.blocked:
-            return True
-        mask_request(request, verdict)
-        return False
+        return await guard.screen(request, blocks)
 
     # -- Converse ---------------------------------------------------------------------
     async def converse(self, call: Call) -> Response:
@@ -193,31 +181,22 @@ class RuntimeApi:
     # -- InvokeModel ------------------------------------------------------------------
     async def invoke(self, call: Call) -> Response:
         model_id = call.labels["modelId"]
-        if self._is_embedding(model_id):
-            return await self._invoke_embedding(call, model_id)
-        dialect = dialect_for(model_id)
         body = call.json()
         found = invoke_guard_headers(call.request.headers, body)
         guard = await self._guard(found)
-        request = dialect.parse(body)
-        blocks = invoke_input_blocks(request, found[4]) if found else []
-        if await self._guard_input(guard, model_id, request, blocks):
-            assert guard is not None
-            result, input_tokens = guard.blocked_input_result(), 0
-            result.stop_reason = "end_turn"  # native bodies have no guardrail stop reason
-        else:
-            prepared = await self.service.prepare(model_id, request)
-            result = await until_disconnect(call.request, self.service.complete(prepared))
-            input_tokens = prepared.input_tokens
-            if guard is not None:
-                result = await guard.guard_result(result)
-                if result.stop_reason == "guardrail_intervened":
-                    result.stop_reason = "end_turn"
-        ctx = InvokeContext(call.request_id, model_id, input_tokens)
-        out = dialect.response(result, ctx)
-        if guard is not None:
-            out.update(_invoke_guard_keys(guard))
-        return json_response(out, call.request_id, headers=_invocation_headers(result))
+        done = await until_disconnect(
+            call.request,
+            self.invoker.invoke(
+                model_id, body, call.request_id, guard=guard, tag_suffix=found[4] if found else None
+            ),
+        )
+        headers = {
+            "X-Amzn-Bedrock-Input-Token-Count": str(done.input_tokens),
+            "X-Amzn-Bedrock-Invocation-Latency": str(done.latency_ms),
+        }
+        if not self.invoker.is_embedding(model_id):
+            headers["X-Amzn-Bedrock-Output-Token-Count"] = str(done.output_tokens)
+        return json_response(done.body, call.request_id, headers=headers)
 
     async def invoke_stream(self, call: Call) -> Response:
         model_id = call.labels["modelId"]
@@ -266,7 +245,7 @@ class RuntimeApi:
                                 ),
                             }
                             if guard is not None:
-                                closing[-1].update(_invoke_guard_keys(guard))
+                                closing[-1].update(guard.invoke_keys())
                         for chunk in closing:
                             yield chunk_frame(chunk)
             except Exception as exc:
@@ -282,33 +261,7 @@ class RuntimeApi:
         )
 
     def _is_embedding(self, model_id: str) -> bool:
-        return self.embeddings is not None and self.embeddings.is_embedding_model(model_id)
-
-    async def _invoke_embedding(self, call: Call, model_id: str) -> Response:
-        """The body follows the ID as sent (Titan v1/v2, Cohere; Titan v2 for our own IDs)."""
-        assert self.embeddings is not None
-        started = time.perf_counter()
-        dialect = embed_dialect_for(model_id)
-        card = self.embeddings.card(model_id)
-        request = dialect.parse(call.json(), model_dimensions=card.embedding_dimensions or 0)
-        result = await until_disconnect(
-            call.request,
-            self.embeddings.embed(
-                model_id,
-                request.texts,
-                normalize=request.normalize,
-                dimensions=request.dimensions,
-                truncate=request.truncate,
-            ),
-        )
-        ctx = InvokeContext(call.request_id, model_id, result.input_tokens)
-        headers = {
-            "X-Amzn-Bedrock-Input-Token-Count": str(result.input_tokens),
-            "X-Amzn-Bedrock-Invocation-Latency": str(int((time.perf_counter() - started) * 1000)),
-        }
-        return json_response(
-            dialect.response(request, result, ctx), call.request_id, headers=headers
-        )
+        return self.invoker.is_embedding(model_id)
 
     # -- CountTokens ------------------------------------------------------------------
     async def count_tokens(self, call: Call) -> Response:
@@ -334,17 +287,6 @@ async def _blocked_events(result: ChatResult) -> AsyncIterator[StreamEvent]:
     """The stream of a blocked input: the blocked message, then the end (no generation)."""
     yield TextDelta(result.text)
     yield StreamEnd(result)
-
-
-def _invoke_guard_keys(guard: GuardSession) -> dict[str, Any]:
-    """What InvokeModel bodies carry about the guardrail (its action, and the trace)."""
-    keys: dict[str, Any] = {
-        "amazon-bedrock-guardrailAction": "INTERVENED" if guard.intervened else "NONE"
-    }
-    trace = guard.invoke_trace()
-    if trace is not None:
-        keys["amazon-bedrock-trace"] = trace
-    return keys
 
 
 def _invoke_body(invoke: Any) -> dict[str, Any]:

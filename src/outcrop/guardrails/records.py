@@ -1,4 +1,4 @@
-"""Guardrails and their versions, kept in SQLite (``<data-dir>/guardrails.db``).
+"""Guardrails and their versions, kept in the records database (:mod:`outcrop.db`).
 
 One row per guardrail (identity, name, tags, the next version number) and one row per
 version: ``DRAFT`` is edited in place by UpdateGuardrail; numbered versions are copies of
@@ -7,20 +7,15 @@ the DRAFT taken by CreateGuardrailVersion and never change afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from outcrop.db import Base, Database
 
 DRAFT = "DRAFT"
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class GuardrailRecord(Base):
@@ -58,28 +53,10 @@ class GuardrailVersionRecord(Base):
 
 
 class GuardrailStore:
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / "guardrails.db"
-        self.engine = create_engine(
-            f"sqlite:///{self.path}", connect_args={"timeout": 30, "check_same_thread": False}
-        )
-
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(conn, _record) -> None:  # noqa: ANN001
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
-            yield s
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.session = db.session
+        db.create_tables()
 
     def create(self, guardrail: GuardrailRecord, draft: GuardrailVersionRecord) -> bool:
         """Insert a guardrail with its DRAFT; False when the name is taken."""

@@ -73,6 +73,24 @@ class GuardSession:
             return None
         return wire.invoke_trace(self.guardrail, self.input, self.outputs)
 
+    async def screen(self, request: ChatRequest, blocks: list[Block]) -> bool:
+        """Check the input; True when it is blocked, else the request is masked in place."""
+        verdict = await self.check_input(blocks)
+        if verdict.blocked:
+            return True
+        mask_request(request, verdict)
+        return False
+
+    def invoke_keys(self) -> dict[str, Any]:
+        """What InvokeModel bodies carry about the guardrail: its action, and the trace."""
+        keys: dict[str, Any] = {
+            "amazon-bedrock-guardrailAction": "INTERVENED" if self.intervened else "NONE"
+        }
+        trace = self.invoke_trace()
+        if trace is not None:
+            keys["amazon-bedrock-trace"] = trace
+        return keys
+
     def blocked_input_result(self) -> ChatResult:
         return ChatResult(self.guardrail.blocked_input_messaging, INTERVENED, Usage(0, 0))  # type: ignore[arg-type]
 
