@@ -57,11 +57,8 @@ class ConflictError(OutcropError):
 
 
 class ServiceQuotaExceededError(OutcropError):
-    """A count limit (guardrails per account, versions per guardrail); 400 in ``bedrock``
-    and ``bedrock-runtime``."""
-
     shape = "ServiceQuotaExceededException"
-    status = 400
+    status = 400  # as the bedrock and bedrock-runtime models declare it
 
 
 class ThrottlingError(OutcropError):

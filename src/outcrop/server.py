@@ -11,6 +11,7 @@ from pathlib import Path
 from outcrop.api.admin import AdminApi
 from outcrop.api.app import OutcropApp
 from outcrop.api.auth import Authenticator
+from outcrop.api.batch import BatchApi
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
 from outcrop.api.guardrails import GuardrailsApi
@@ -27,7 +28,9 @@ from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
+from outcrop.service.batch import BatchService
 from outcrop.service.embeddings import EmbeddingService
+from outcrop.service.invoke import InvokeService
 from outcrop.service.runtime import RuntimeService
 from outcrop.settings import Settings
 
@@ -138,7 +141,8 @@ def build_server(settings: Settings) -> Server:
     embeddings = EmbeddingService(resolver, manager)
     db = Database(settings.data_dir)
     guardrails = _guardrails(settings, catalog, store, db)
-    RuntimeApi(runtime, embeddings, guardrails=guardrails).register(router)
+    invoker = InvokeService(runtime, embeddings)
+    RuntimeApi(runtime, embeddings, invoker, guardrails=guardrails).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
@@ -146,6 +150,11 @@ def build_server(settings: Settings) -> Server:
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
     GuardrailsApi(guardrails).register(router)
+    batch = BatchService(
+        resolver, invoker, settings.data_dir, settings.region, settings.account_id, db, runner,
+        s3_endpoint_url=settings.s3_endpoint_url, concurrency=settings.max_batch,
+    )  # fmt: skip
+    BatchApi(batch).register(router)
     app = OutcropApp(router, authenticator, metrics)
     # Every job kind is registered by now; jobs start once the event loop runs (inline jobs
     # call the engines on it), resuming what a previous server left.

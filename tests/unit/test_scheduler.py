@@ -169,3 +169,20 @@ def test_no_preemption_while_slots_are_free_or_nothing_interactive_waits():
     assert sched.preempt() == []
     sched.add(seq(3))
     assert sched.preempt() == []  # a free slot is there for it
+
+
+def test_interactive_prompts_get_the_prefill_budget_before_background_ones():
+    sched = Scheduler(n_slots=4, max_step_tokens=100, prefill_chunk=64)
+    decoding = seq(4)
+    sched.add(decoding)
+    sched.schedule()
+    start_decoding(decoding)
+    b = bg(300)
+    sched.add(b)
+    sched.schedule()  # b is admitted first and starts its prefill
+    assert b.status is Status.PREFILL
+    b.n_prefilled = 64
+    i = seq(300)
+    sched.add(i)
+    entries = {e.seq: e for e in sched.schedule()}
+    assert len(entries[i].tokens) == 64 and b not in entries  # the chunk went to i first

@@ -85,7 +85,8 @@ class Scheduler:
         # while others decode, so running streams never stall behind them.
         budget = self.max_step_tokens - n_decode
         long_budget = self.prefill_chunk if n_decode else budget
-        for seq in self.running:
+        # Interactive prompts get the prefill budget before background ones.
+        for seq in sorted(self.running, key=lambda s: s.background):
             if budget <= 0:
                 break
             if seq.status is not Status.PREFILL:
