@@ -29,6 +29,7 @@ from outcrop.guardrails.policies import (
     Topic,
     Word,
 )
+from outcrop.service.control_fields import missing
 
 T = TypeVar("T")
 _TOPIC_NAME = re.compile(r"[0-9a-zA-Z-_ !?.]+")
@@ -42,13 +43,6 @@ def invalid(member: str, value: Any, constraint: str) -> ValidationError:
     return ValidationError(
         f"1 validation error detected: Value '{shown}' at '{member}' failed to satisfy "
         f"constraint: {constraint}"
-    )
-
-
-def missing(member: str) -> ValidationError:
-    return ValidationError(
-        f"1 validation error detected: Value null at '{member}' failed to satisfy "
-        "constraint: Member must not be null"
     )
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
-import secrets
-import string
 import threading
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ from outcrop.guardrails.records import (
 )
 from outcrop.guardrails.static import StaticEmbedder, load_or_distill
 from outcrop.guardrails.vectors import EmbedFn, PolicyVectors
+from outcrop.service import control_fields
 from outcrop.service import guardrail_wire as wire
 from outcrop.service.guardrail_config import (
     enum,
@@ -65,7 +64,6 @@ _KMS = re.compile(
     r"(alias/[a-zA-Z0-9-_/]+)))|([a-zA-Z0-9-]{36})|(alias/[a-zA-Z0-9-_/]+)"
 )
 _TAG = re.compile(r"[a-zA-Z0-9\s._:/=+@-]*")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 class GuardrailService:
@@ -159,7 +157,7 @@ class GuardrailService:
                 f"This account already has {MAX_GUARDRAILS} guardrails, the most allowed."
             )
         now = time.time()
-        guardrail_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+        guardrail_id = control_fields.new_id()
         record = GuardrailRecord(
             guardrail_id=guardrail_id,
             arn=self.arn(guardrail_id),
@@ -219,7 +217,7 @@ class GuardrailService:
                 draft = self.store.version(record.guardrail_id, DRAFT)
                 if draft is not None:
                     rows.append((record, draft))
-        page, token = _page(rows, query.get("maxResults"), query.get("nextToken"))
+        page, token = control_fields.page(rows, query.get("maxResults"), query.get("nextToken"))
         summaries = []
         for record, row in page:
             summary = {
@@ -370,21 +368,6 @@ def _tags(body: dict[str, Any]) -> dict[str, str]:
         value = text(tag, "value", f"tags.{i + 1}.value", required=True, lo=0, hi=256, pattern=_TAG)
         out[key or ""] = value or ""
     return out
-
-
-def _page(rows: list[Any], max_results: str | None, next_token: str | None):
-    limit = 20
-    if max_results is not None:
-        if not max_results.isdigit() or not 1 <= int(max_results) <= 1000:
-            raise invalid("maxResults", max_results, "Member must have value between 1 and 1000")
-        limit = int(max_results)
-    start = 0
-    if next_token is not None:
-        if not next_token.isdigit():
-            raise ValidationError("The pagination token is invalid.")
-        start = int(next_token)
-    more = start + limit < len(rows)
-    return rows[start : start + limit], str(start + limit) if more else None
 
 
 class StaticEmbedding:
