@@ -14,6 +14,7 @@ from outcrop.api.auth import Authenticator
 from outcrop.api.batch import BatchApi
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
+from outcrop.api.guardrails import GuardrailsApi
 from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
@@ -97,6 +98,16 @@ def _customization(settings, catalog, resolver, store, manager, db, runner):
     return service
 
 
+def _guardrails(settings, catalog, store, db):
+    from outcrop.guardrails.records import GuardrailStore
+    from outcrop.service.guardrails import EMBEDDING_MODEL, GuardrailService, StaticEmbedding
+
+    embed = StaticEmbedding(
+        store, catalog.get(EMBEDDING_MODEL), settings.data_dir / "cache" / "guardrails"
+    )
+    return GuardrailService(GuardrailStore(db), settings.region, settings.account_id, embed)
+
+
 def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
@@ -129,15 +140,17 @@ def build_server(settings: Settings) -> Server:
     metrics = Metrics(manager)
     runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
+    db = Database(settings.data_dir)
+    guardrails = _guardrails(settings, catalog, store, db)
     invoker = InvokeService(runtime, embeddings)
-    RuntimeApi(runtime, embeddings, invoker).register(router)
+    RuntimeApi(runtime, embeddings, invoker, guardrails=guardrails).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
-    db = Database(settings.data_dir)
     runner = JobRunner(JobStore(db))
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
+    GuardrailsApi(guardrails).register(router)
     batch = BatchService(
         resolver, invoker, settings.data_dir, settings.region, settings.account_id, db, runner,
         s3_endpoint_url=settings.s3_endpoint_url, concurrency=settings.max_batch,
