@@ -14,6 +14,7 @@ from outcrop.api.auth import Authenticator
 from outcrop.api.batch import BatchApi
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
+from outcrop.api.guardrails import GuardrailsApi
 from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
@@ -73,6 +74,7 @@ def engine_factory(settings: Settings):
             n_ctx_per_seq=min(settings.n_ctx, card.context_length),
             max_queue=settings.max_queue,
             prefill_chunk=settings.prefill_chunk,
+            background_share=settings.background_share,
             n_threads=settings.n_threads,
             gpu_layers=settings.gpu_layers,
             llama_log=settings.llama_log,
@@ -118,6 +120,16 @@ def _knowledge(settings, embeddings, runtime, router, db, runner):
     return service
 
 
+def _guardrails(settings, catalog, store, db):
+    from outcrop.guardrails.records import GuardrailStore
+    from outcrop.service.guardrails import EMBEDDING_MODEL, GuardrailService, StaticEmbedding
+
+    embed = StaticEmbedding(
+        store, catalog.get(EMBEDDING_MODEL), settings.data_dir / "cache" / "guardrails"
+    )
+    return GuardrailService(GuardrailStore(db), settings.region, settings.account_id, embed)
+
+
 def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
@@ -150,15 +162,17 @@ def build_server(settings: Settings) -> Server:
     metrics = Metrics(manager)
     runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
+    db = Database(settings.data_dir)
+    guardrails = _guardrails(settings, catalog, store, db)
     invoker = InvokeService(runtime, embeddings)
-    RuntimeApi(runtime, embeddings, invoker).register(router)
+    RuntimeApi(runtime, embeddings, invoker, guardrails=guardrails).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
-    db = Database(settings.data_dir)
     runner = JobRunner(JobStore(db))
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
+    GuardrailsApi(guardrails).register(router)
     batch = BatchService(
         resolver, invoker, settings.data_dir, settings.region, settings.account_id, db, runner,
         s3_endpoint_url=settings.s3_endpoint_url, concurrency=settings.max_batch,
