@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     keep_alive: float | None = Field(300.0)
     """Seconds an idle model stays loaded; None or a negative value = forever."""
     prefill_chunk: int = Field(64, ge=1)
+    prompt_cache_mb: int | None = Field(None, ge=0)
+    """Host memory for saved prompt prefixes (KV state), shared by all loaded models;
+    0 turns prefix reuse off; None = 1/16 of this machine's RAM, at most 4096."""
     gpu_layers: int = Field(0, ge=-1)
     """Layers llama.cpp offloads to a GPU (-1 = all); needs a llama-cpp-python built with
     CUDA / Metal / Vulkan (``CMAKE_ARGS="-DGGML_CUDA=on" pip install ...``)."""

@@ -58,20 +58,30 @@ def _stream_error(exc: BaseException, allowed: set[str] | None = None) -> bytes:
 
 
 def _invocation_headers(result: ChatResult) -> dict[str, str]:
-    return {
-        "X-Amzn-Bedrock-Input-Token-Count": str(result.usage.input_tokens),
-        "X-Amzn-Bedrock-Output-Token-Count": str(result.usage.output_tokens),
+    usage = result.usage
+    headers = {
+        "X-Amzn-Bedrock-Input-Token-Count": str(usage.uncached_input_tokens),
+        "X-Amzn-Bedrock-Output-Token-Count": str(usage.output_tokens),
         "X-Amzn-Bedrock-Invocation-Latency": str(result.latency_ms),
     }
+    if usage.cache_points:
+        headers["X-Amzn-Bedrock-Cache-Read-Input-Token-Count"] = str(usage.cache_read_tokens)
+        headers["X-Amzn-Bedrock-Cache-Write-Input-Token-Count"] = str(usage.cache_write_tokens)
+    return headers
 
 
 def _invocation_metrics(result: ChatResult) -> dict[str, int]:
-    return {
-        "inputTokenCount": result.usage.input_tokens,
-        "outputTokenCount": result.usage.output_tokens,
+    usage = result.usage
+    metrics = {
+        "inputTokenCount": usage.uncached_input_tokens,
+        "outputTokenCount": usage.output_tokens,
         "invocationLatency": result.latency_ms,
         "firstByteLatency": result.first_token_ms,
     }
+    if usage.cache_points:
+        metrics["cacheReadInputTokenCount"] = usage.cache_read_tokens
+        metrics["cacheWriteInputTokenCount"] = usage.cache_write_tokens
+    return metrics
 
 
 class RuntimeApi:

@@ -10,6 +10,7 @@ whole step, which keeps time-to-first-token low.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from outcrop.engines.llamacpp.sequence import Sequence, Status
@@ -23,13 +24,21 @@ class StepEntry:
     wants_logits: bool
 
 
+Placer = Callable[[Sequence, list[int]], int]
+"""Picks (and removes) a free slot for a sequence, and may set its ``n_prefilled`` to
+a prefix it found already computed (prefix reuse)."""
+
+
 class Scheduler:
-    def __init__(self, n_slots: int, max_step_tokens: int, prefill_chunk: int) -> None:
+    def __init__(
+        self, n_slots: int, max_step_tokens: int, prefill_chunk: int, place: Placer | None = None
+    ) -> None:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.free_slots: list[int] = list(range(n_slots - 1, -1, -1))
         self.max_step_tokens = max_step_tokens
         self.prefill_chunk = prefill_chunk
+        self.place = place
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -40,7 +49,7 @@ class Scheduler:
     def _admit(self) -> None:
         while self.waiting and self.free_slots:
             seq = self.waiting.popleft()
-            seq.slot = self.free_slots.pop()
+            seq.slot = self.place(seq, self.free_slots) if self.place else self.free_slots.pop()
             seq.status = Status.PREFILL
             self.running.append(seq)
 
@@ -70,6 +79,12 @@ class Scheduler:
             else:
                 take = min(remaining, budget, long_budget)
                 long_budget -= take
+            # A chunk ends at the next cache point, so the KV then holds exactly that
+            # prefix and the engine can save it.
+            for point in seq.store_points:
+                if start < point < start + take:
+                    take = point - start
+                    break
             if take <= 0:
                 continue
             chunk = seq.request.prompt_tokens[start : start + take]
