@@ -116,15 +116,23 @@ def test_cached_prefix_gives_the_cold_greedy_answer(cold, warm):
     got = [text_of(converse(warm, m, s)) for s, m in cases]
     after = ps(warm)
     assert got == expected
-    # Each case reused at least the system prompt's tokens (hundreds), as the engine
-    # reports in its own counters.
-    assert after["cache_hits"] - before["cache_hits"] == len(cases)
+    # Each case with the long system prompt reused at least its tokens (hundreds), as
+    # the engine reports in its own counters (the last case shares only the short
+    # default system prompt: below the reuse threshold, it may miss).
+    assert after["cache_hits"] - before["cache_hits"] >= len(cases) - 1
     assert after["cache_hit_tokens"] - before["cache_hit_tokens"] > 6 * 300
 
 
 def test_concurrent_requests_sharing_one_prefix(cold, warm):
+    # Batched decoding is not bit-identical to one request at a time (the matmul
+    # kernels change with the batch's shape; measured without any caching, 3 of 6
+    # ambiguous answers flipped). Questions with clear answers keep this test about the
+    # cache: a wrong or missing copied prefix would change them.
     system = rules("history", 24)
-    questions = [ask(f"Which rule covers item {i}?") for i in range(1, 7)]
+    questions = [
+        ask(f"What is the capital of {country}?")
+        for country in ("France", "Italy", "Spain", "Germany", "Japan", "Egypt")
+    ]
     expected = [text_of(converse(cold, [q], system)) for q in questions]
     converse(warm, [ask("Say hello.")], system)  # one free slot holds the prefix
     before = ps(warm)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp as ll
+import numpy as np
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -21,6 +22,10 @@ _LOG_CALLBACK = None
 
 
 _log_verbose = False
+
+
+def _u8(buf: np.ndarray):
+    return buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
 
 
 def _init_backend(verbose: bool = False) -> None:
@@ -197,17 +202,18 @@ class LlamaModel:
         copies the whole stream buffer, at the start of the next decode."""
         ll.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
 
-    def save_sequence(self, seq_id: int) -> tuple[ctypes.Array, int]:
-        """A sequence's KV state as a host buffer (llama_state_seq_get_data)."""
+    def save_sequence(self, seq_id: int) -> tuple[np.ndarray, int]:
+        """A sequence's KV state as a host buffer (llama_state_seq_get_data). numpy's
+        uninitialised buffer: a zero-filled ctypes array of 33 MiB costs 30-90 ms more."""
         size = ll.llama_state_seq_get_size(self.ctx, seq_id)
-        buf = (ctypes.c_uint8 * max(size, 1))()
-        n = ll.llama_state_seq_get_data(self.ctx, buf, size, seq_id)
+        buf = np.empty(max(size, 1), dtype=np.uint8)
+        n = ll.llama_state_seq_get_data(self.ctx, _u8(buf), size, seq_id)
         return buf, n
 
-    def load_sequence(self, seq_id: int, buf: ctypes.Array, size: int) -> bool:
+    def load_sequence(self, seq_id: int, buf: np.ndarray, size: int) -> bool:
         """Restore a saved state into ``seq_id`` (emptied first); False if refused."""
         self.clear_sequence(seq_id)
-        n = ll.llama_state_seq_set_data(self.ctx, buf, size, seq_id)
+        n = ll.llama_state_seq_set_data(self.ctx, _u8(buf), size, seq_id)
         if n != size:
             self.clear_sequence(seq_id)
             return False
