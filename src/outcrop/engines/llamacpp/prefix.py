@@ -82,8 +82,9 @@ class PrefixReuse:
             return slot
         limit = len(tokens) - 1
         slot, n = self._best_free(tokens, limit, free)
-        if n < SPILL_MIN_TOKENS:
-            # A few shared template tokens are not worth a slot someone else may want.
+        if n < min(SPILL_MIN_TOKENS, limit):
+            # A few shared template tokens are not worth a slot someone else may want
+            # (a short prompt seen in full again is).
             slot, n = self._victim(free), 0
         # A running slot or a saved state may hold more of the prompt.
         running_slot, n_run = self._best_running(tokens, limit, running)
