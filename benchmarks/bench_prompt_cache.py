@@ -112,6 +112,10 @@ async def agent_phase(server: ServerProcess, args: argparse.Namespace) -> dict[s
     client = BedrockClient(server.url, server.key, server.secret)
     try:
         await client.converse_stream(args.model, agent_body(system, "Hello?", args.max_tokens))
+        # One request alone: its TTFT is pure prefill, without the other clients' load.
+        solo = await client.converse_stream(
+            args.model, agent_body(system, "Where is order 999?", args.max_tokens)
+        )
         usages: list[dict[str, int]] = []
         results = []
 
@@ -141,7 +145,7 @@ async def agent_phase(server: ServerProcess, args: argparse.Namespace) -> dict[s
         "requests_per_s": len(results) / wall,
         "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
         "ttft_p95_s": pct(ttfts, 0.95),
-        "prompt_tokens": results[0].input_tokens if results else None,
+        "solo_ttft_s": solo.ttft,
         "last_usage": usages[-1] if usages else {},
     }
 
@@ -260,8 +264,17 @@ def main() -> int:
     }
     out = {"args": vars(args), "off": off, "on": on, "ratios": ratios}
     mib = 2**20
+    u = a_on["last_usage"]
+    prompt = (
+        u.get("inputTokens", 0)
+        + u.get("cacheReadInputTokens", 0)
+        + u.get("cacheWriteInputTokens", 0)
+    )
+    ratios["solo_ttft_on_over_off"] = a_on["solo_ttft_s"] / a_off["solo_ttft_s"]
     print(f"agent workload: {a_on['requests']} requests, {args.clients} clients, "
-          f"prompt {a_on['prompt_tokens']} tokens")  # fmt: skip
+          f"prompt {prompt} tokens")  # fmt: skip
+    print(f"  TTFT alone off {a_off['solo_ttft_s']:.3f}s   on {a_on['solo_ttft_s']:.3f}s   "
+          f"on/off {ratios['solo_ttft_on_over_off']:.3f}")  # fmt: skip
     print(f"  TTFT p50   off {a_off['ttft_p50_s']:.3f}s   on {a_on['ttft_p50_s']:.3f}s   "
           f"on/off {ratios['ttft_p50_on_over_off']:.3f}  (goal <= 0.2)")  # fmt: skip
     print(f"  TTFT p95   off {a_off['ttft_p95_s']:.3f}s   on {a_on['ttft_p95_s']:.3f}s")

@@ -191,7 +191,7 @@ class PrefixReuse:
         )
         if points and self.model.can_truncate_states:
             points = points[-1:]
-        seq.store_points = points if self.cache is not None else []
+        seq.store_points = points if self.enabled else []
 
     # -- after each decode ------------------------------------------------------------
     def decoded(self, entries: list[StepEntry]) -> None:
