@@ -22,6 +22,7 @@ computed, since its logits pick the first output token.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +31,8 @@ from outcrop.engines.llamacpp.model import LlamaModel
 from outcrop.engines.llamacpp.scheduler import StepEntry
 from outcrop.engines.llamacpp.sequence import Sequence, Status
 from outcrop.engines.prompt_cache import CachedPrefix, PromptCache, common_prefix
+
+log = logging.getLogger("outcrop.engine")
 
 SPILL_MIN_TOKENS = 32
 """A slot's content shorter than this is not worth saving when the slot is reused."""
@@ -73,13 +76,22 @@ class PrefixReuse:
 
     # -- admission --------------------------------------------------------------------
     def place(self, seq: Sequence, free: list[int], running: list[Sequence]) -> int:
+        """The slot for ``seq``, with as much of its prompt as the caches hold."""
+        self.prompt_tokens += len(seq.request.prompt_tokens)
+        if self.enabled:
+            try:
+                return self._place(seq, free, running)
+            except Exception:  # a cache fault must cost the reuse, never the request
+                log.exception("prefix reuse failed; computing the prompt in full")
+        slot = free.pop()
+        self.model.clear_sequence(slot)
+        self.kv[slot] = []
+        seq.n_reused = seq.n_prefilled = 0
+        seq.store_points = []
+        return slot
+
+    def _place(self, seq: Sequence, free: list[int], running: list[Sequence]) -> int:
         tokens = seq.request.prompt_tokens
-        self.prompt_tokens += len(tokens)
-        if not self.enabled:
-            slot = free.pop()
-            self.model.clear_sequence(slot)
-            self.kv[slot] = []
-            return slot
         limit = len(tokens) - 1
         slot, n = self._best_free(tokens, limit, free)
         if n < min(SPILL_MIN_TOKENS, limit):
@@ -105,7 +117,6 @@ class PrefixReuse:
             self._keep(slot, n, save=False)
         else:
             self._keep(slot, n)
-        free.remove(slot)
         if n:
             self.hits += 1
             self.hit_tokens += n
@@ -115,6 +126,7 @@ class PrefixReuse:
         seq.n_prefilled = n
         self._plan_stores(seq)
         self.used[slot] = time.monotonic()
+        free.remove(slot)
         return slot
 
     def _best_free(self, tokens: list[int], limit: int, free: list[int]) -> tuple[int, int]:
