@@ -300,3 +300,30 @@ def test_tiny_cache_evicts_and_never_fails_a_request(cold, tmp_path_factory):
         assert stats["cache_hits"] > 0
     finally:
         stop_server(tiny)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": [{"text": "x"}] + [CACHE] * 5}],
+        [{"role": "user", "content": [CACHE, {"text": "x"}]}],
+        [
+            {
+                "role": "user",
+                "content": [{"text": "x"}, {"cachePoint": {"type": "default", "ttl": "2h"}}],
+            }
+        ],
+    ],
+)
+def test_refused_cache_points_are_validation_exceptions(warm, messages):
+    from botocore.exceptions import ClientError, ParamValidationError
+
+    try:
+        warm.client().converse(modelId=SMOL, messages=messages, inferenceConfig=GREEDY)
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "ValidationException"
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    except ParamValidationError:
+        pytest.fail("botocore itself should let this through: enums are checked server-side")
+    else:
+        pytest.fail("the server accepted a cache point Bedrock refuses")
