@@ -164,7 +164,7 @@ def _parse_messages(root: Obj, marks: CacheMarks) -> list[Message]:
         message = Message(role=role)  # type: ignore[arg-type]
         texts: list[str] = []
         for block in entry.objs("content", required=True, non_empty=True):
-            if block.has("cachePoint") and len(block.data) == 1:
+            if [k for k, v in block.data.items() if v is not None] == ["cachePoint"]:
                 _message_cache_point(block, message, texts, marks)
                 continue
             _parse_block(block, message, texts, seen_tool_ids)
