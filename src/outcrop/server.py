@@ -49,6 +49,10 @@ class Server:
 
 
 def engine_factory(settings: Settings):
+    from outcrop.engines.prompt_cache import PromptCache, default_capacity_mb
+
+    mb = settings.prompt_cache_mb
+    prompt_cache = PromptCache((default_capacity_mb() if mb is None else mb) * 2**20)
     if settings.bench_instant_engine:
         from outcrop.bench.instant_engine import InstantEngine
 
@@ -78,6 +82,7 @@ def engine_factory(settings: Settings):
             n_threads=settings.n_threads,
             gpu_layers=settings.gpu_layers,
             llama_log=settings.llama_log,
+            prompt_cache=prompt_cache,
         )
         return LlamaCppEngine(card.model_id, path, config)
 
