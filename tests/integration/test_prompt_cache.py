@@ -160,7 +160,9 @@ def test_stream_disconnected_mid_prefill_leaves_no_corrupt_entry(cold, warm):
     assert ps(warm)["running"] == 0
     again = converse(warm, question, system)
     assert text_of(again) == expected
-    other = [ask("Which rule covers item 9?")]
+    # A clear-answer question: near-ties flip with the prefill's chunking even without any
+    # cache (see the concurrency test), a corrupt prefix would change this one too.
+    other = [ask("What is the capital of France?")]
     assert text_of(converse(warm, other, system)) == text_of(converse(cold, other, system))
 
 
