@@ -56,6 +56,11 @@ class ConflictError(OutcropError):
     status = 400
 
 
+class TooManyTagsError(OutcropError):
+    shape = "TooManyTagsException"
+    status = 400
+
+
 class ThrottlingError(OutcropError):
     shape = "ThrottlingException"
     status = 429

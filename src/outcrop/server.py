@@ -12,6 +12,7 @@ from outcrop.api.app import OutcropApp
 from outcrop.api.auth import Authenticator
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
+from outcrop.api.imports import ImportApi
 from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
@@ -88,6 +89,18 @@ def _customization(settings, catalog, resolver, store, manager):
     return service
 
 
+def _imports(settings, catalog, resolver, manager):
+    from outcrop.service.imports import ImportService
+
+    service = ImportService(
+        catalog, resolver, settings.data_dir, settings.region, settings.account_id,
+        s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
+        threads=settings.training_threads, manager=manager,
+    )  # fmt: skip
+    service.start()  # serves imported models, resumes interrupted imports
+    return service
+
+
 def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
@@ -126,8 +139,11 @@ def build_server(settings: Settings) -> Server:
     AdminApi(manager).register(router)
     customization = _customization(settings, catalog, resolver, store, manager)
     CustomizationApi(customization).register(router)
+    imports = _imports(settings, catalog, resolver, manager)
+    ImportApi(imports).register(router)
     app = OutcropApp(router, authenticator, metrics)
     app.on_shutdown.append(customization.close)
+    app.on_shutdown.append(imports.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)
 

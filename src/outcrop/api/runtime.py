@@ -128,9 +128,10 @@ class RuntimeApi:
         model_id = call.labels["modelId"]
         if self._is_embedding(model_id):
             return await self._invoke_embedding(call, model_id)
-        dialect = dialect_for(model_id)
+        resolved = self.service.resolve(model_id)
+        dialect = dialect_for(resolved.dialect_id)
         request = dialect.parse(call.json())
-        prepared = await self.service.prepare(model_id, request)
+        prepared = await self.service.prepare(resolved, request)
         result = await until_disconnect(call.request, self.service.complete(prepared))
         ctx = InvokeContext(call.request_id, model_id, prepared.input_tokens)
         return json_response(
@@ -144,9 +145,10 @@ class RuntimeApi:
                 f"Model {model_id} does not support streaming: it is an embedding model; "
                 "use InvokeModel."
             )
-        dialect = dialect_for(model_id)
+        resolved = self.service.resolve(model_id)
+        dialect = dialect_for(resolved.dialect_id)
         request = dialect.parse(call.json())
-        prepared = await self.service.prepare(model_id, request)
+        prepared = await self.service.prepare(resolved, request)
         ctx = InvokeContext(call.request_id, model_id, prepared.input_tokens)
 
         async def frames() -> AsyncIterator[bytes]:
@@ -221,11 +223,14 @@ class RuntimeApi:
             if not isinstance(converse, dict):
                 raise ValidationError("input.converse must be an object.")
             request = parse_converse(converse)
+            resolved = self.service.resolve(model_id)
         elif "invokeModel" in source:
-            request = dialect_for(model_id).parse(_invoke_body(source["invokeModel"]))
+            body = _invoke_body(source["invokeModel"])
+            resolved = self.service.resolve(model_id)
+            request = dialect_for(resolved.dialect_id).parse(body)
         else:
             raise ValidationError("input must hold exactly one of invokeModel or converse.")
-        n = await self.service.count_tokens(model_id, request)
+        n = await self.service.count_tokens(resolved, request)
         return json_response({"inputTokens": n}, call.request_id)
 
 
