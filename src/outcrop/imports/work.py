@@ -181,8 +181,8 @@ def place_gguf(src: Path, build: Path, expected_sha256: str | None, report: Repo
     """The source GGUF inside *build*: a hard link when the file system allows, else a
     reference to where it is (recorded with its size and sha256). Never a copy."""
     record = read_json(build / LINK)
-    if record is not None and Path(record["path"]).is_file():
-        return Path(record["path"])
+    if record is not None and linked_path(record, build).is_file():
+        return linked_path(record, build)
     digest = _sha256(src, report)
     if expected_sha256 and digest != expected_sha256:
         raise ImportFailure(
@@ -192,16 +192,21 @@ def place_gguf(src: Path, build: Path, expected_sha256: str | None, report: Repo
     name = src.name if src.name.endswith(".gguf") else f"{src.name}.gguf"
     link = build / name
     link.unlink(missing_ok=True)
+    record = {"source": str(src), "sha256": digest, "size_bytes": src.stat().st_size}
     try:
         os.link(src, link)
-        served, how = link, "hard link"
+        record.update(how="hard link", file=link.name)
     except OSError:
-        served, how = src.resolve(), "reference"
-    write_json(build / LINK, {
-        "path": str(served), "source": str(src), "how": how, "sha256": digest,
-        "size_bytes": src.stat().st_size,
-    })  # fmt: skip
-    return served
+        record.update(how="reference", path=str(src.resolve()))
+    write_json(build / LINK, record)
+    return linked_path(record, build)
+
+
+def linked_path(record: dict[str, Any], folder: Path) -> Path:
+    """The GGUF a ``source.json`` record names, for the model folder it is in."""
+    if record.get("how") == "hard link":
+        return folder / record["file"]
+    return Path(record["path"])
 
 
 def convert_hf(
@@ -326,9 +331,7 @@ def run_import(job_dir: Path, report: Report = _quiet) -> dict[str, Any]:
     if weights.get("selected") == "converted":
         served = final / weights["file"]
     elif link is not None:
-        served = (
-            Path(link["path"]) if link["how"] == "reference" else final / Path(link["path"]).name
-        )
+        served = linked_path(link, final)
     else:
         served = final / "model.gguf"
     facts = read_gguf(served)

@@ -1,0 +1,232 @@
+"""Custom Model Import's pure parts on real (tiny) files: layout checks, local stores,
+names, the body family, the resolver's fallback and dialect ID."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from outcrop.imports import sources
+from outcrop.imports.layout import ImportFailure, classify, read_gguf, read_hf_folder
+from outcrop.imports.sources import model_name_for, resolve_hf, resolve_ollama, resolve_source
+from outcrop.models.catalog import Catalog, ModelCard
+from outcrop.models.resolve import ModelResolver
+from outcrop.service.imports import invoke_family
+
+
+def write_gguf(path: Path, arch: str = "llama", template: str | None = "{{ x }}") -> Path:
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_context_length(4096)
+    w.add_name("Tiny Test")
+    if template:
+        w.add_chat_template(template)
+    w.add_tensor("token_embd.weight", np.ones((8, 4), dtype=np.float32))
+    w.add_tensor("output_norm.weight", np.ones((4,), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_safetensors(path: Path, n: int = 16) -> Path:
+    data = np.arange(n, dtype=np.float32).tobytes()
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, len(data)]}})
+    raw = header.encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def hf_folder(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    write_safetensors(root / "model.safetensors")
+    (root / "tokenizer.json").write_text("{}")
+    (root / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ m }}"}))
+    return root
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def test_gguf_facts_come_from_its_metadata(tmp_path):
+    facts = read_gguf(write_gguf(tmp_path / "m.gguf"))
+    assert (facts.architecture, facts.context_length, facts.name) == ("llama", 4096, "Tiny Test")
+    assert facts.chat_template == "{{ x }}"
+    assert read_gguf(write_gguf(tmp_path / "b.gguf", template=None)).chat_template is None
+
+
+def test_bad_magic_is_named(tmp_path):
+    bad = tmp_path / "m.gguf"
+    bad.write_bytes(b"NOPE" + b"\0" * 64)
+    with pytest.raises(ImportFailure, match="not a GGUF file"):
+        classify(bad)
+
+
+def test_truncated_gguf_tensors_are_detected(tmp_path):
+    path = write_gguf(tmp_path / "m.gguf")
+    data = path.read_bytes()
+    path.write_bytes(data[:-40])
+    with pytest.raises(ImportFailure, match="truncated|corrupt"):
+        classify(path)
+
+
+def test_folder_with_two_ggufs_asks_for_one(tmp_path):
+    write_gguf(tmp_path / "a.gguf")
+    write_gguf(tmp_path / "b.gguf")
+    with pytest.raises(ImportFailure, match="holds 2 GGUF files"):
+        classify(tmp_path)
+
+
+def test_folder_with_one_gguf_is_that_gguf(tmp_path):
+    write_gguf(tmp_path / "only.gguf")
+    layout = classify(tmp_path)
+    assert layout.kind == "gguf" and layout.gguf.path.name == "only.gguf"
+
+
+# --------------------------------------------------------------------------- HF folders
+
+
+def test_hf_folder_is_recognized(tmp_path):
+    facts = read_hf_folder(hf_folder(tmp_path / "m"))
+    assert facts.architecture == "LlamaForCausalLM" and facts.chat_template
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "config.json").unlink(), "has no config.json"),
+        (lambda d: (d / "model.safetensors").unlink(), "no weights"),
+        (lambda d: (d / "tokenizer.json").unlink(), "no tokenizer"),
+        (
+            lambda d: (d / "model.safetensors").write_bytes(
+                (d / "model.safetensors").read_bytes()[:-8]
+            ),
+            "is truncated",
+        ),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\xff" * 64), "not a valid safetensors"),
+        (lambda d: (d / "config.json").write_text("{}"), "names no model class"),
+    ],
+)
+def test_broken_hf_folders_say_what_is_wrong(tmp_path, damage, message):
+    folder = hf_folder(tmp_path / "m")
+    damage(folder)
+    with pytest.raises(ImportFailure, match=message):
+        classify(folder)
+
+
+def test_a_lone_safetensors_file_points_at_its_folder(tmp_path):
+    with pytest.raises(ImportFailure, match="import its folder"):
+        classify(write_safetensors(tmp_path / "model.safetensors"))
+
+
+# --------------------------------------------------------------------------- local stores
+
+
+def fake_ollama(home: Path, name: str, tag: str, blob_bytes: bytes) -> str:
+    root = home / ".ollama" / "models"
+    digest = hashlib.sha256(blob_bytes).hexdigest()
+    (root / "blobs").mkdir(parents=True)
+    (root / "blobs" / f"sha256-{digest}").write_bytes(blob_bytes)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": "sha256:" + "0" * 64, "size": 10},
+        "layers": [
+            {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
+             "size": len(blob_bytes)},
+            {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "1" * 64,
+             "size": 5},
+        ],
+    }  # fmt: skip
+    mdir = root / "manifests" / "registry.ollama.ai" / "library" / name
+    mdir.mkdir(parents=True)
+    (mdir / tag).write_text(json.dumps(manifest))
+    return digest
+
+
+def test_ollama_name_resolves_to_its_blob_and_digest(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("OLLAMA_MODELS", raising=False)
+    blob = write_gguf(tmp_path / "x.gguf").read_bytes()
+    digest = fake_ollama(tmp_path, "smol", "latest", blob)
+    src = resolve_ollama("smol")
+    assert src.sha256 == digest and src.uri.endswith(f"sha256-{digest}")
+    assert src.suggested_name == "smol-latest"
+    assert resolve_source("ollama:smol:latest").uri == src.uri
+    with pytest.raises(ImportFailure, match="no model nope"):
+        resolve_ollama("nope")
+    with pytest.raises(ImportFailure, match="not a valid Ollama model name"):
+        resolve_ollama("../../etc:passwd")
+    (found,) = sources.scan_ollama()
+    assert (found.source, found.architecture) == ("ollama:smol:latest", "llama")
+
+
+def test_hf_cache_snapshot_is_found_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    repo = tmp_path / "hf" / "hub" / "models--Org--Tiny"
+    hf_folder(repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    src = resolve_hf("Org/Tiny")
+    assert src.uri.endswith("snapshots/abc123") and src.suggested_name == "Tiny"
+    with pytest.raises(ImportFailure, match="not in the Hugging Face cache"):
+        resolve_hf("Org/Missing")
+    found = sources.scan_hf_cache()
+    assert [(f.source, f.architecture) for f in found] == [("hf:Org/Tiny", "LlamaForCausalLM")]
+
+
+def test_names_are_valid_imported_model_names():
+    import re
+
+    for text in ("llama3.2:1b", "SmolLM2-135M-Instruct.Q4_1", "--x--", "a" * 100, "..."):
+        name = model_name_for(text)
+        assert re.fullmatch(r"([0-9a-zA-Z][_-]?)+", name) and len(name) <= 63, name
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_body_family_follows_architecture():
+    assert invoke_family("llama", "LlamaForCausalLM") == "meta"
+    assert invoke_family("llama", "MistralForCausalLM") == "mistral"
+    assert invoke_family("llama", "Mixtral 8x7B") == "mistral"
+    assert invoke_family("qwen2", "Qwen2ForCausalLM") is None
+    assert invoke_family("gemma3", None) is None
+
+
+def _imported(name: str, family: str | None) -> ModelCard:
+    return ModelCard(
+        model_id=name, name=name, provider_name="Imported", context_length=2048,
+        file_name="m.gguf", license="x", custom=True, imported=True,
+        arn=f"arn:aws:bedrock:us-east-1:000000000000:imported-model/{'a' * 12}",
+        local_path="/nonexistent.gguf", architecture="llama", invoke_family=family,
+    )  # fmt: skip
+
+
+def test_resolver_finds_imported_models_by_arn_name_and_fallback():
+    catalog = Catalog()
+    resolver = ModelResolver(catalog)
+    card = _imported("my-llama", "meta")
+    asked: list[str] = []
+
+    def fallback(text: str):
+        asked.append(text)
+        return catalog.register(card) if text in (card.arn, card.model_id) else None
+
+    resolver.fallbacks.append(fallback)
+    resolved = resolver.resolve(card.arn)  # not registered yet: the fallback registers it
+    assert resolved.card.model_id == "my-llama" and asked == [card.arn]
+    assert resolver.resolve("my-llama").card is resolved.card
+    assert resolved.dialect_id.startswith("meta.")
+    catalog.register(_imported("my-qwen", None))
+    assert not resolver.resolve("my-qwen").dialect_id.startswith(("meta.", "mistral."))
