@@ -82,9 +82,13 @@ def read_gguf(path: Path) -> GgufFacts:
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:
+        if "reshape" in str(exc) or "mmap length" in str(exc):  # tensor data cut short
+            raise ImportFailure(
+                f"{path.name} is truncated: its tensor data ends early ({size:,} bytes; an "
+                "interrupted download?); download it again."
+            ) from None
         raise ImportFailure(
-            f"{path.name} is a corrupt or truncated GGUF file ({type(exc).__name__}: {exc}); "
-            "download it again."
+            f"{path.name} is a corrupt GGUF file ({type(exc).__name__}: {exc}); download it again."
         ) from None
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
