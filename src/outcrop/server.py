@@ -96,6 +96,7 @@ def _imports(settings, catalog, resolver, manager):
         catalog, resolver, settings.data_dir, settings.region, settings.account_id,
         s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
         threads=settings.training_threads, manager=manager,
+        delete_wait_s=settings.import_delete_wait_s,
     )  # fmt: skip
     service.start()  # serves imported models, resumes interrupted imports
     return service

@@ -64,8 +64,9 @@ def live(tmp_path_factory):
     s3_url = f"http://127.0.0.1:{port}"
     data = make_data_dir(tmp)
     server = start_server(
-        tmp, "--data-dir", str(data), "--s3-endpoint-url", s3_url, env_extra=S3_ENV
-    )
+        tmp, "--data-dir", str(data), "--s3-endpoint-url", s3_url,
+        env_extra={**S3_ENV, "OUTCROP_IMPORT_DELETE_WAIT_S": "300"},  # a shared, slow machine
+    )  # fmt: skip
     yield server, tmp, data, s3_url
     stop_server(server)
     moto.stop()
@@ -482,7 +483,7 @@ def test_delete_waits_for_requests_in_flight_then_removes_everything(live):
     def long_stream() -> None:
         stream = runtime.converse_stream(
             modelId=model_arn, messages=[{"role": "user", "content": [{"text": "Tell a long story."}]}],
-            inferenceConfig={"temperature": 0.8, "maxTokens": 200},
+            inferenceConfig={"temperature": 0.8, "maxTokens": 60},
         )  # fmt: skip
         events = list(stream["stream"])
         result["stop"] = next(e["messageStop"]["stopReason"] for e in events if "messageStop" in e)

@@ -230,3 +230,120 @@ def test_resolver_finds_imported_models_by_arn_name_and_fallback():
     assert resolved.dialect_id.startswith("meta.")
     catalog.register(_imported("my-qwen", None))
     assert not resolver.resolve("my-qwen").dialect_id.startswith(("meta.", "mistral."))
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class _Stats:
+    def __init__(self, running: int) -> None:
+        self.running, self.waiting = running, 0
+
+
+class _BusyEngine:
+    """An engine with requests that never finish (the refusal path)."""
+
+    def __init__(self, running: int) -> None:
+        self.running = running
+
+    def stats(self) -> _Stats:
+        return _Stats(self.running)
+
+
+class _Manager:
+    def __init__(self, card: ModelCard, running: int) -> None:
+        from outcrop.models.manager import LoadedModel
+
+        self.items = [LoadedModel(card, _BusyEngine(running))]  # type: ignore[arg-type]
+        self.unloaded: list[str] = []
+
+    def loaded(self):
+        return self.items
+
+    def unload(self, model_id: str) -> bool:
+        self.unloaded.append(model_id)
+        return True
+
+
+def _service_with_model(tmp_path: Path, running: int, wait: float):
+    from outcrop.imports.records import ImportedModelRecord
+    from outcrop.service.imports import ImportService
+
+    catalog = Catalog()
+    service = ImportService(
+        catalog, ModelResolver(catalog), tmp_path / "data", "us-east-1", "000000000000",
+        delete_wait_s=wait,
+    )  # fmt: skip
+    gguf = write_gguf(tmp_path / "m.gguf")
+    model_dir = tmp_path / "data" / "imports" / "models" / "abcdefabcdef"
+    model_dir.mkdir(parents=True)
+    record = ImportedModelRecord(
+        model_id="abcdefabcdef", model_arn=service._model_arn("abcdefabcdef"),
+        model_name="busy", job_id="j" * 12, source_uri=gguf.as_uri(), architecture="llama",
+        family_hint=None, instruct_supported=True, context_length=4096, path=str(gguf),
+        size_bytes=gguf.stat().st_size, weights={}, model_dir=str(model_dir),
+        creation_time=1.0, tags=[],
+    )  # fmt: skip
+    with service.db.session() as s:
+        s.add(record)
+    service.sync_models()
+    card = catalog.get("busy")
+    assert card is not None and card.imported
+    service.manager = _Manager(card, running)
+    return service, catalog, model_dir
+
+
+def test_delete_refuses_clearly_while_requests_outlast_the_wait(tmp_path):
+    from outcrop.errors import ConflictError
+
+    service, catalog, model_dir = _service_with_model(tmp_path, running=2, wait=0.3)
+    with pytest.raises(ConflictError, match="still serving 2 request"):
+        service.delete_imported_model("busy")
+    assert catalog.get("busy") is not None and model_dir.is_dir()  # nothing was removed
+    assert service.manager.unloaded == []
+    assert service.get_imported_model("busy")["modelName"] == "busy"
+
+
+def test_delete_of_an_idle_model_unloads_and_removes_it(tmp_path):
+    from outcrop.errors import ResourceNotFoundError
+
+    service, catalog, model_dir = _service_with_model(tmp_path, running=0, wait=5)
+    arn = service._model_arn("abcdefabcdef")
+    service.delete_imported_model(arn)
+    assert service.manager.unloaded == ["busy"]
+    assert catalog.get("busy") is None and not model_dir.exists()
+    service.sync_models()
+    assert catalog.get("busy") is None
+    with pytest.raises(ResourceNotFoundError):
+        service.get_imported_model("busy")
+
+
+def test_create_checks_names_uris_and_tokens_before_queueing(tmp_path):
+    from outcrop.errors import ConflictError, ValidationError
+
+    service, _, _ = _service_with_model(tmp_path, running=0, wait=0)
+    gguf = tmp_path / "m.gguf"
+    body = {
+        "jobName": "j1", "importedModelName": "fresh", "roleArn": "arn:aws:iam::000000000000:role/r",
+        "modelDataSource": {"s3DataSource": {"s3Uri": gguf.as_uri()}}, "clientRequestToken": "t1",
+    }  # fmt: skip
+    arn = service.create_model_import_job(body)["jobArn"]
+    assert service.create_model_import_job(body)["jobArn"] == arn
+    with pytest.raises(ConflictError, match="t1"):
+        service.create_model_import_job({**body, "jobName": "j2"})
+    with pytest.raises(ConflictError, match="already importing"):
+        service.create_model_import_job({**body, "jobName": "j3", "clientRequestToken": None})
+    with pytest.raises(ConflictError, match="already exists"):
+        service.create_model_import_job(
+            {**body, "jobName": "j4", "importedModelName": "busy", "clientRequestToken": None}
+        )
+    bad = {**body, "jobName": "j5", "importedModelName": "other", "clientRequestToken": None}
+    for uri in ("s3://b/a/../../x", "s3:///nobucket", "ftp://x/y", (tmp_path / "none").as_uri()):
+        with pytest.raises(ValidationError):
+            service.create_model_import_job(
+                {**bad, "modelDataSource": {"s3DataSource": {"s3Uri": uri}}}
+            )
+    with pytest.raises(ValidationError, match="Value null at 'modelDataSource'"):
+        service.create_model_import_job({k: v for k, v in bad.items() if k != "modelDataSource"})
+    summaries = service.list_model_import_jobs({})["modelImportJobSummaries"]
+    assert [s["jobName"] for s in summaries] == ["j1"] and summaries[0]["status"] == "InProgress"

@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import string
+import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -118,6 +119,8 @@ class ImportService:
         self.jobs_dir = self.data_dir / "imports" / "jobs"
         self.models_dir = self.data_dir / "imports" / "models"
         self.runner: ImportRunner | None = None
+        self._lock = threading.Lock()
+        self._deleting: set[str] = set()
         resolver.fallbacks.append(self.find_unregistered)
 
     # ------------------------------------------------------------------ lifecycle
@@ -411,20 +414,29 @@ class ImportService:
         """Unregister (no new request finds it), wait for requests in flight, unload,
         then remove the record and the files. Refuses if requests outlast the wait."""
         m = self._model(identifier)
-        card = self.catalog.get(m.model_name)
-        if card is not None and card.imported:
-            self.catalog.unregister(card.model_id)
-            busy = self._wait_idle(card.model_id)
-            if busy:
-                self.catalog.register(card)
-                raise ConflictError(
-                    f"The imported model {m.model_name} is still serving {busy} request(s) "
-                    f"after {self.delete_wait_s:g}s; retry DeleteImportedModel when they finish."
-                )
-            if self.manager is not None:
-                self.manager.unload(card.model_id)
-        self.db.delete_model(m.model_id)
-        shutil.rmtree(m.model_dir, ignore_errors=True)
+        with self._lock:
+            if m.model_name in self._deleting:
+                raise ConflictError(f"The imported model {m.model_name} is being deleted.")
+            self._deleting.add(m.model_name)  # sync_models must not bring it back meanwhile
+        try:
+            card = self.catalog.get(m.model_name)
+            if card is not None and card.imported:
+                self.catalog.unregister(card.model_id)
+                busy = self._wait_idle(card.model_id)
+                if busy:
+                    self.catalog.register(card)
+                    raise ConflictError(
+                        f"The imported model {m.model_name} is still serving {busy} request(s) "
+                        f"after {self.delete_wait_s:g}s; retry DeleteImportedModel when they "
+                        "finish."
+                    )
+                if self.manager is not None:
+                    self.manager.unload(card.model_id)
+            self.db.delete_model(m.model_id)
+            shutil.rmtree(m.model_dir, ignore_errors=True)
+        finally:
+            with self._lock:
+                self._deleting.discard(m.model_name)
 
     def _wait_idle(self, model_id: str) -> int:
         """Requests still running on *model_id* after the wait (0: idle or not loaded)."""
@@ -472,7 +484,7 @@ class ImportService:
         models = self.db.models()
         names = {m.model_name for m in models}
         for m in models:
-            if self.catalog.get(m.model_name) is None:
+            if self.catalog.get(m.model_name) is None and m.model_name not in self._deleting:
                 self.register(m)
         for card in self.catalog.all():
             if card.imported and card.model_id not in names:
@@ -485,6 +497,8 @@ class ImportService:
             return None
         m = self.db.model(arn.resource_id if arn is not None else identifier)
         if m is None or (arn is not None and m.model_arn != identifier):
+            return None
+        if m.model_name in self._deleting:
             return None
         return self.register(m)
 
