@@ -23,10 +23,44 @@ _STYLE = {
 }
 
 
-def _db(args: argparse.Namespace):
-    from outcrop.training.records import Database
+class _Jobs:
+    """Customization jobs joined with their lifecycle rows, read-only."""
 
-    return Database(settings_from_args(args).data_dir)
+    def __init__(self, args: argparse.Namespace) -> None:
+        from outcrop.db import Database
+        from outcrop.jobs.store import JobStore
+        from outcrop.training.records import CustomizationRecords
+
+        db = Database(settings_from_args(args).data_dir)
+        self.records = CustomizationRecords(db)
+        self.states = JobStore(db)
+
+    def all(self) -> list[_View]:
+        jobs = self.records.jobs()
+        rows = self.states.many(j.job_id for j in jobs)
+        return [_View(j, rows.get(j.job_id)) for j in jobs]
+
+    def one(self, identifier: str) -> _View | None:
+        job = self.records.job(identifier)
+        return None if job is None else _View(job, self.states.get(job.job_id))
+
+    def again(self, view: _View) -> _View:
+        return _View(view.job, self.states.get(view.job.job_id) or view.row)
+
+
+class _View:
+    def __init__(self, job, row) -> None:  # noqa: ANN001
+        from outcrop.service.customization import job_status
+
+        self.job, self.row = job, row
+        self.status = job_status(row)
+        self.progress = (row.progress if row else None) or {}
+        self.end_time = row.ended_at if row else None
+        self.failure_message = row.failure_message if row else None
+        self.work_dir = row.work_dir if row else None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.job, name)
 
 
 def _when(ts: float | None) -> str:
@@ -50,7 +84,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    jobs = sorted(_db(args).jobs(), key=lambda j: j.creation_time, reverse=True)
+    jobs = sorted(_Jobs(args).all(), key=lambda j: j.creation_time, reverse=True)
     if args.json:
         print(json.dumps([_as_dict(j) for j in jobs], indent=2))
         return 0
@@ -83,7 +117,9 @@ def _as_dict(job) -> dict[str, Any]:  # noqa: ANN001
         "hyperParameters": job.hyperparameters,
         "creationTime": job.creation_time,
         "endTime": job.end_time,
-        "trainingLoss": job.training_loss,
+        "trainingLoss": job.training_loss
+        if job.training_loss is not None
+        else job.progress.get("loss"),
         "validationLosses": job.validation_losses,
         "failureMessage": job.failure_message,
         "progress": job.progress,
@@ -96,8 +132,8 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    db = _db(args)
-    job = db.job(args.job)
+    db = _Jobs(args)
+    job = db.one(args.job)
     if job is None:
         raise CliError(f"no customization job {args.job!r}")
     if args.json:
@@ -138,7 +174,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             if job.status != "InProgress" or not args.watch:
                 break
             time.sleep(1)
-            job = db.job_by_id(job.job_id) or job
+            job = db.again(job)
     if job.status != "InProgress":
         console.print(f"{job.job_name}: [{_STYLE.get(job.status, '')}]{job.status}[/]")
     return 0

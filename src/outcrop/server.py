@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from dataclasses import dataclass
@@ -17,7 +18,10 @@ from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
 from outcrop.credentials import export_lines, load_or_create_credentials
+from outcrop.db import Database
 from outcrop.engines.base import Engine
+from outcrop.jobs.runner import JobRunner
+from outcrop.jobs.store import JobStore
 from outcrop.metering import Metrics
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import ModelManager
@@ -76,16 +80,17 @@ def engine_factory(settings: Settings):
     return build
 
 
-def _customization(settings, catalog, resolver, store, manager):
+def _customization(settings, catalog, resolver, store, manager, db, runner):
     from outcrop.service.customization import CustomizationService
 
     service = CustomizationService(
         catalog, resolver, store, settings.data_dir, settings.region, settings.account_id,
+        db, runner,
         s3_endpoint_url=settings.s3_endpoint_url,
         training_threads=settings.training_threads,
         unload=manager.unload,
     )  # fmt: skip
-    service.start()  # re-registers custom models, resumes interrupted jobs
+    service.start()  # re-registers custom models
     return service
 
 
@@ -138,12 +143,17 @@ def build_server(settings: Settings) -> Server:
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
-    customization = _customization(settings, catalog, resolver, store, manager)
+    db = Database(settings.data_dir)
+    runner = JobRunner(JobStore(db))
+    customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
     imports = _imports(settings, catalog, resolver, manager)
     ImportApi(imports).register(router)
     app = OutcropApp(router, authenticator, metrics)
-    app.on_shutdown.append(customization.close)
+    # Every job kind is registered by now; jobs start once the event loop runs (inline jobs
+    # call the engines on it), resuming what a previous server left.
+    app.on_startup.append(lambda: runner.start(asyncio.get_running_loop()))
+    app.on_shutdown.append(runner.close)
     app.on_shutdown.append(imports.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)

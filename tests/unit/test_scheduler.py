@@ -118,3 +118,54 @@ def test_two_long_prompts_share_one_chunk_budget_while_others_decode():
     sched.add(b)
     entries = {e.seq: e for e in sched.schedule()}
     assert len(entries[a].tokens) == 64 and b not in entries
+
+
+def bg(n_prompt: int) -> Sequence:
+    return Sequence(
+        GenerationRequest(list(range(1, n_prompt + 1)), 8, background=True), emit=lambda e: None
+    )
+
+
+def test_interactive_requests_take_free_slots_before_background_ones():
+    sched = Scheduler(n_slots=2, max_step_tokens=512, prefill_chunk=64)
+    b1, b2 = bg(5), bg(5)
+    sched.add(b1)
+    sched.add(b2)
+    i1 = seq(5)
+    sched.add(i1)
+    sched.schedule()
+    assert i1 in sched.running and list(sched.waiting_background) == [b2]
+
+
+def test_background_sequences_yield_slots_to_waiting_interactive_ones_and_resume():
+    sched = Scheduler(n_slots=2, max_step_tokens=512, prefill_chunk=64)
+    b1, b2 = bg(5), bg(5)
+    sched.add(b1)
+    sched.add(b2)
+    sched.schedule()
+    for b in (b1, b2):
+        start_decoding(b)
+        b.generated = [7]
+    i1 = seq(4)
+    sched.add(i1)
+    b2_slot = b2.slot
+    assert sched.preempt() == [(b2, b2_slot)]  # the most recently admitted yields
+    entries = sched.schedule()
+    assert i1 in sched.running and b2 in sched.waiting_background
+    assert b2.status is Status.WAITING and b2.preemptions == 1
+    # the preempted sequence re-prefills its prompt and what it generated so far
+    assert b2.prefill_tokens == [1, 2, 3, 4, 5, 7]
+    assert {e.seq for e in entries} == {b1, i1}
+    sched.finish(i1)
+    (entry,) = [e for e in sched.schedule() if e.seq is b2]
+    assert entry.tokens == [1, 2, 3, 4, 5, 7] and entry.wants_logits
+
+
+def test_no_preemption_while_slots_are_free_or_nothing_interactive_waits():
+    sched = Scheduler(n_slots=3, max_step_tokens=512, prefill_chunk=64)
+    b1 = bg(5)
+    sched.add(b1)
+    sched.schedule()
+    assert sched.preempt() == []
+    sched.add(seq(3))
+    assert sched.preempt() == []  # a free slot is there for it

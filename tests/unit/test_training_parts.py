@@ -8,7 +8,8 @@ import json
 import pytest
 
 from outcrop.errors import ValidationError
-from outcrop.training.data import DataLocations, validate_jsonl
+from outcrop.locations import DataLocations
+from outcrop.training.data import validate_jsonl
 from outcrop.training.hyper import parse_hyperparameters
 from outcrop.training.trainer import Example, Renderer, collate
 

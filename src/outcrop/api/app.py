@@ -72,6 +72,7 @@ class OutcropApp:
         self.router = router
         self.authenticator = authenticator
         self.metrics = metrics
+        self.on_startup: list[Callable[[], Awaitable[None] | None]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None] | None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,6 +131,10 @@ class OutcropApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                for hook in self.on_startup:
+                    result = hook()
+                    if result is not None:
+                        await result
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for hook in self.on_shutdown:

@@ -8,7 +8,6 @@ import base64
 import binascii
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,8 +27,8 @@ from outcrop.service.converse import (
 )
 from outcrop.service.dialects import dialect_for
 from outcrop.service.dialects.base import InvokeContext
-from outcrop.service.embed_dialects import embed_dialect_for
 from outcrop.service.embeddings import EmbeddingService
+from outcrop.service.invoke import InvokeService
 from outcrop.service.runtime import Prepared, RuntimeService
 from outcrop.service.types import ChatResult, TextDelta
 
@@ -57,14 +56,6 @@ def _stream_error(exc: BaseException, allowed: set[str] | None = None) -> bytes:
     return exception_frame(shape, message)
 
 
-def _invocation_headers(result: ChatResult) -> dict[str, str]:
-    return {
-        "X-Amzn-Bedrock-Input-Token-Count": str(result.usage.input_tokens),
-        "X-Amzn-Bedrock-Output-Token-Count": str(result.usage.output_tokens),
-        "X-Amzn-Bedrock-Invocation-Latency": str(result.latency_ms),
-    }
-
-
 def _invocation_metrics(result: ChatResult) -> dict[str, int]:
     return {
         "inputTokenCount": result.usage.input_tokens,
@@ -75,9 +66,15 @@ def _invocation_metrics(result: ChatResult) -> dict[str, int]:
 
 
 class RuntimeApi:
-    def __init__(self, service: RuntimeService, embeddings: EmbeddingService | None = None) -> None:
+    def __init__(
+        self,
+        service: RuntimeService,
+        embeddings: EmbeddingService | None = None,
+        invoker: InvokeService | None = None,
+    ) -> None:
         self.service = service
         self.embeddings = embeddings
+        self.invoker = invoker or InvokeService(service, embeddings)
 
     def register(self, router: Router) -> None:
         router.add("POST", "/model/{modelId}/converse", self.converse, "Converse")
@@ -125,18 +122,16 @@ class RuntimeApi:
 
     # -- InvokeModel ------------------------------------------------------------------
     async def invoke(self, call: Call) -> Response:
-        model_id = call.labels["modelId"]
-        if self._is_embedding(model_id):
-            return await self._invoke_embedding(call, model_id)
-        resolved = self.service.resolve(model_id)
-        dialect = dialect_for(resolved.dialect_id)
-        request = dialect.parse(call.json())
-        prepared = await self.service.prepare(resolved, request)
-        result = await until_disconnect(call.request, self.service.complete(prepared))
-        ctx = InvokeContext(call.request_id, model_id, prepared.input_tokens)
-        return json_response(
-            dialect.response(result, ctx), call.request_id, headers=_invocation_headers(result)
+        done = await until_disconnect(
+            call.request, self.invoker.invoke(call.labels["modelId"], call.json(), call.request_id)
         )
+        headers = {
+            "X-Amzn-Bedrock-Input-Token-Count": str(done.input_tokens),
+            "X-Amzn-Bedrock-Invocation-Latency": str(done.latency_ms),
+        }
+        if not self.invoker.is_embedding(call.labels["modelId"]):
+            headers["X-Amzn-Bedrock-Output-Token-Count"] = str(done.output_tokens)
+        return json_response(done.body, call.request_id, headers=headers)
 
     async def invoke_stream(self, call: Call) -> Response:
         model_id = call.labels["modelId"]
@@ -183,33 +178,7 @@ class RuntimeApi:
         )
 
     def _is_embedding(self, model_id: str) -> bool:
-        return self.embeddings is not None and self.embeddings.is_embedding_model(model_id)
-
-    async def _invoke_embedding(self, call: Call, model_id: str) -> Response:
-        """The body follows the ID as sent (Titan v1/v2, Cohere; Titan v2 for our own IDs)."""
-        assert self.embeddings is not None
-        started = time.perf_counter()
-        dialect = embed_dialect_for(model_id)
-        card = self.embeddings.card(model_id)
-        request = dialect.parse(call.json(), model_dimensions=card.embedding_dimensions or 0)
-        result = await until_disconnect(
-            call.request,
-            self.embeddings.embed(
-                model_id,
-                request.texts,
-                normalize=request.normalize,
-                dimensions=request.dimensions,
-                truncate=request.truncate,
-            ),
-        )
-        ctx = InvokeContext(call.request_id, model_id, result.input_tokens)
-        headers = {
-            "X-Amzn-Bedrock-Input-Token-Count": str(result.input_tokens),
-            "X-Amzn-Bedrock-Invocation-Latency": str(int((time.perf_counter() - started) * 1000)),
-        }
-        return json_response(
-            dialect.response(request, result, ctx), call.request_id, headers=headers
-        )
+        return self.invoker.is_embedding(model_id)
 
     # -- CountTokens ------------------------------------------------------------------
     async def count_tokens(self, call: Call) -> Response:

@@ -26,6 +26,10 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     # A GBNF grammar the output must follow (tool calls, structured output).
     grammar: str | None = None
+    # Background work (batch records, async invokes) fills only the slots interactive
+    # requests leave free, yields them at the next step when one arrives, and never
+    # counts against the interactive queue limit.
+    background: bool = False
 
 
 @dataclass
@@ -55,6 +59,8 @@ class EngineStats:
     max_queue: int
     steps: int
     tokens_generated: int
+    background: int = 0  # background sequences held (running or waiting)
+    preemptions: int = 0  # background sequences that yielded a slot, in total
 
 
 class TextEngine(ABC):

@@ -3,8 +3,8 @@ mean, with no HTTP in sight. Answers are Bedrock's shapes as plain dicts.
 
 A job is validated completely before it is accepted (names, base model, hyperparameters,
 every line of the data, the output location); then its data is copied into the job's
-folder, the records are written, and :class:`~outcrop.training.runner.JobRunner` trains it
-in a worker process. A completed job's GGUF becomes a custom model card that Converse and
+folder, the records are written, and the shared :class:`~outcrop.jobs.runner.JobRunner`
+trains it in a worker process (the ``customization`` job kind). A completed job's GGUF becomes a custom model card that Converse and
 InvokeModel resolve by ARN or name, on demand.
 """
 
@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shutil
-import string
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from outcrop.db import Database
 from outcrop.errors import ConflictError, ResourceNotFoundError, ValidationError
+from outcrop.jobs import files as job_files
+from outcrop.jobs.kinds import JobKind
+from outcrop.jobs.records import ACTIVE, FAILED, STOPPED, SUCCEEDED, JobRow
+from outcrop.jobs.runner import JobRunner
+from outcrop.locations import DataLocations
 from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
+from outcrop.service.control_fields import enum, missing, new_id, page, parse_time, pattern
 from outcrop.training import worker as files
-from outcrop.training.data import DataLocations, validate_jsonl
+from outcrop.training.data import validate_jsonl
 from outcrop.training.hyper import parse_hyperparameters
-from outcrop.training.records import CustomModelRecord, Database, JobRecord
-from outcrop.training.runner import JobRunner
+from outcrop.training.records import KIND, CustomizationRecords, CustomModelRecord, JobRecord
 
 SUPPORTED_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
 ALL_TYPES = SUPPORTED_TYPES + ("DISTILLATION", "REINFORCEMENT_FINE_TUNING", "IMPORTED")
@@ -39,77 +42,15 @@ _JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*")
 _MODEL_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")
 _ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
 _TOKEN = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
-def _new_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-
-
-def _missing(member: str) -> ValidationError:
-    return ValidationError(
-        f"1 validation error detected: Value null at '{member}' failed to satisfy "
-        "constraint: Member must not be null"
-    )
-
-
-def _pattern(member: str, value: Any, pattern: re.Pattern[str], max_len: int) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > max_len:
-        raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
-            f"constraint: Member must satisfy regular expression pattern: {pattern.pattern}"
-        )
-    return value
-
-
-def _enum(member: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
-    if value is not None and value not in allowed:
-        raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
-            f"constraint: Member must satisfy enum value set: [{', '.join(allowed)}]"
-        )
-    return value
-
-
-def parse_time(member: str, value: str | None) -> float | None:
-    """A query-string timestamp: ISO 8601 (botocore's default) or epoch seconds."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise ValidationError(f"Value '{value}' at '{member}' is not a valid timestamp.") from None
-
-
-def _page(
-    items: list[Any], max_results: str | None, next_token: str | None
-) -> tuple[list, str | None]:
-    limit = 100
-    if max_results is not None:
-        try:
-            limit = int(max_results)
-        except ValueError:
-            raise ValidationError(
-                f"Value '{max_results}' at 'maxResults' is not an integer."
-            ) from None
-        if not 1 <= limit <= 1000:
-            raise ValidationError(
-                f"1 validation error detected: Value '{limit}' at 'maxResults' failed to "
-                "satisfy constraint: Member must have value between 1 and 1000"
-            )
-    start = 0
-    if next_token is not None:
-        try:
-            start = int(next_token)
-        except ValueError:
-            raise ValidationError("The pagination token is invalid.") from None
-    page = items[start : start + limit]
-    more = start + limit < len(items)
-    return page, str(start + limit) if more else None
+def job_status(row: JobRow | None) -> str:
+    """The job's lifecycle state in Bedrock's words for customization jobs."""
+    if row is None:
+        return "Failed"
+    if row.state in ACTIVE:
+        return "Stopping" if row.stop_requested_at is not None else "InProgress"
+    return {SUCCEEDED: "Completed", FAILED: "Failed", STOPPED: "Stopped"}[row.state]
 
 
 class CustomizationService:
@@ -121,6 +62,8 @@ class CustomizationService:
         data_dir: Path,
         region: str,
         account_id: str,
+        db: Database,
+        runner: JobRunner,
         s3_endpoint_url: str | None = None,
         training_threads: int = 1,
         unload: Any = None,
@@ -132,25 +75,61 @@ class CustomizationService:
         self.region = region
         self.account_id = account_id
         self.locations = DataLocations(self.data_dir, s3_endpoint_url)
-        self.db = Database(self.data_dir)
+        self.db = CustomizationRecords(db)
+        self.runner = runner
+        self.states = runner.store
+        self.training_threads = training_threads
         self.jobs_dir = self.data_dir / "customization" / "jobs"
         self.models_dir = self.data_dir / "customization" / "models"
         self.unload = unload
-        self.runner = JobRunner(self.db, self._register_card, threads=training_threads)
+        runner.register(
+            JobKind(
+                KIND, "process", module="outcrop.training.worker",
+                env={
+                    "OMP_NUM_THREADS": str(training_threads),
+                    "TOKENIZERS_PARALLELISM": "false",
+                    "HF_HUB_OFFLINE": "1",
+                    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+                },
+                on_succeeded=self._job_succeeded,
+                on_ended=self._job_ended,
+            )
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Serve every Active custom model again, and resume interrupted jobs."""
+        """Serve every Active custom model again (the runner resumes interrupted jobs)."""
         for model in self.db.models():
             if model.status == "Active":
                 job = self.db.job_by_id(model.job_id)
                 if job is not None and model.path and Path(model.path).exists():
                     self._register_card(job, model)
-        self.runner.start()
 
-    def close(self) -> None:
-        self.runner.close()
+    def _state(self, job: JobRecord) -> JobRow | None:
+        return self.states.get(job.job_id)
+
+    def _job_succeeded(self, row: JobRow, result: dict[str, Any]) -> None:
+        """The worker's result: the model becomes Active and servable, or the job fails."""
+        path = result.get("path")
+        if not path or not Path(path).exists():
+            raise job_files.JobFailure("the training worker reported a model file that is missing")
+        job = self.db.update_job(
+            row.job_id,
+            training_loss=result.get("training_loss"),
+            validation_losses=result.get("validation_losses") or [],
+        )
+        if job is None:
+            return
+        model = self.db.update_model(job.model_id, status="Active", path=path)
+        if model is not None:
+            self._register_card(job, model)
+
+    def _job_ended(self, row: JobRow) -> None:
+        job = self.db.job_by_id(row.job_id)
+        if job is not None:
+            message = row.failure_message or "The customization job was stopped."
+            self.db.update_model(job.model_id, status="Failed", failure_message=message)
 
     # ------------------------------------------------------------------ ARNs
 
@@ -168,23 +147,23 @@ class CustomizationService:
     def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
         for member in ("jobName", "customModelName", "roleArn", "baseModelIdentifier"):
             if body.get(member) is None:
-                raise _missing(member)
+                raise missing(member)
         training = body.get("trainingDataConfig")
         if not isinstance(training, dict):
-            raise _missing("trainingDataConfig")
+            raise missing("trainingDataConfig")
         if not training.get("s3Uri"):
             raise ValidationError(
                 "trainingDataConfig.s3Uri is required: give the training data location."
             )
         output = body.get("outputDataConfig")
         if not isinstance(output, dict) or not output.get("s3Uri"):
-            raise _missing("outputDataConfig.s3Uri")
-        job_name = _pattern("jobName", body["jobName"], _JOB_NAME, 63)
-        model_name = _pattern("customModelName", body["customModelName"], _MODEL_NAME, 63)
-        _pattern("roleArn", body["roleArn"], _ROLE_ARN, 2048)
+            raise missing("outputDataConfig.s3Uri")
+        job_name = pattern("jobName", body["jobName"], _JOB_NAME, 63)
+        model_name = pattern("customModelName", body["customModelName"], _MODEL_NAME, 63)
+        pattern("roleArn", body["roleArn"], _ROLE_ARN, 2048)
         token = body.get("clientRequestToken")
         if token is not None:
-            _pattern("clientRequestToken", token, _TOKEN, 256)
+            pattern("clientRequestToken", token, _TOKEN, 256)
             for job in self.db.jobs():
                 if job.client_request_token == token:
                     if job.job_name != job_name:
@@ -192,9 +171,7 @@ class CustomizationService:
                             f"The client request token {token} was used for job {job.job_name}."
                         )
                     return {"jobArn": job.job_arn}
-        ctype = _enum(
-            "customizationType", body.get("customizationType") or "FINE_TUNING", ALL_TYPES
-        )
+        ctype = enum("customizationType", body.get("customizationType") or "FINE_TUNING", ALL_TYPES)
         if ctype not in SUPPORTED_TYPES:
             raise ValidationError(
                 f"customizationType {ctype} is not supported here; use {' or '.join(SUPPORTED_TYPES)}."
@@ -226,7 +203,7 @@ class CustomizationService:
         self.locations.check_writable(out_loc)
         base_path = self.store.ensure(base)
 
-        job_id, model_id = _new_id(), _new_id()
+        job_id, model_id = new_id(), new_id()
         job_arn = self._job_arn(base.model_id, job_id)
         model_arn = self._model_arn(base.model_id, model_id)
         work = self.jobs_dir / job_id
@@ -248,11 +225,12 @@ class CustomizationService:
             "output": out_loc.child(f"model-customization-job-{job_id}").to_dict(),
             "cache_root": str(self.data_dir / "cache" / "hf"),
             "model_path": str(self.models_dir / model_id / "model.gguf"),
-            "threads": self.runner.threads,
+            "threads": self.training_threads,
         }
-        files.write_json(work / files.SPEC, spec)
+        job_files.write_json(work / job_files.SPEC, spec)
         now = time.time()
         with self.db.session() as s:
+            self.states.add(s, job_id, KIND, work_dir=str(work), progress={"phase": "queued"})
             s.add(
                 JobRecord(
                     job_id=job_id, job_arn=job_arn, job_name=job_name, model_name=model_name,
@@ -262,10 +240,8 @@ class CustomizationService:
                     customization_type=ctype,
                     hyperparameters=hp.as_bedrock(),
                     training_uri=train_loc.uri, validation_uris=validation_uris,
-                    output_uri=out_loc.uri, status="InProgress", creation_time=now,
-                    last_modified_time=now, progress={"phase": "queued"},
+                    output_uri=out_loc.uri, creation_time=now,
                     tags={"job": body.get("jobTags") or [], "model": body.get("customModelTags") or []},
-                    work_dir=str(work),
                 )
             )  # fmt: skip
             s.add(
@@ -297,55 +273,63 @@ class CustomizationService:
             raise ResourceNotFoundError(f"Could not find model customization job {identifier}.")
         return job
 
-    def job_details(self, job: JobRecord) -> dict[str, Any]:
+    def job_details(self, job: JobRecord, row: JobRow | None = None) -> dict[str, Any]:
+        row = row or self._state(job)
+        status = job_status(row)
+        progress = (row.progress if row else None) or {}
         out: dict[str, Any] = {
             "jobArn": job.job_arn,
             "jobName": job.job_name,
             "outputModelName": job.model_name,
             "roleArn": job.role_arn,
-            "status": job.status,
+            "status": status,
             "creationTime": job.creation_time,
-            "lastModifiedTime": job.last_modified_time,
+            "lastModifiedTime": row.updated_at if row else job.creation_time,
             "baseModelArn": job.base_model_arn,
             "hyperParameters": job.hyperparameters,
             "trainingDataConfig": {"s3Uri": job.training_uri},
             "validationDataConfig": {"validators": [{"s3Uri": u} for u in job.validation_uris]},
             "outputDataConfig": {"s3Uri": job.output_uri},
             "customizationType": job.customization_type,
-            "statusDetails": self._status_details(job),
+            "statusDetails": self._status_details(job, row),
         }
         if job.client_request_token:
             out["clientRequestToken"] = job.client_request_token
-        if job.status == "Completed":
+        if status == "Completed":
             out["outputModelArn"] = job.model_arn
-        if job.failure_message:
-            out["failureMessage"] = job.failure_message[:2048]
-        if job.end_time:
-            out["endTime"] = job.end_time
-        if job.training_loss is not None:
-            out["trainingMetrics"] = {"trainingLoss": job.training_loss}
-        if job.validation_losses:
-            out["validationMetrics"] = [{"validationLoss": v} for v in job.validation_losses]
+        if row is not None and row.failure_message:
+            out["failureMessage"] = row.failure_message[:2048]
+        if row is not None and row.ended_at:
+            out["endTime"] = row.ended_at
+        loss = job.training_loss if job.training_loss is not None else progress.get("loss")
+        if loss is not None:
+            out["trainingMetrics"] = {"trainingLoss": loss}
+        validation = job.validation_losses or (
+            [progress["validation_loss"]] if progress.get("validation_loss") is not None else []
+        )
+        if validation:
+            out["validationMetrics"] = [{"validationLoss": v} for v in validation]
         return out
 
-    def _status_details(self, job: JobRecord) -> dict[str, Any]:
-        phase = (job.progress or {}).get("phase", "queued")
+    def _status_details(self, job: JobRecord, row: JobRow | None) -> dict[str, Any]:
+        status = job_status(row)
+        phase = ((row.progress if row else None) or {}).get("phase", "queued")
         order = ["validation", "dataProcessing", "training"]
         at = {"queued": 0, "loading": 1, "tokenizing": 1}.get(phase, 2)
-        if job.status == "Completed":
+        if status == "Completed":
             at = 3
         details = {}
         for i, name in enumerate(order):
             if i < at:
-                status = "Completed"
+                step_status = "Completed"
             elif i == at:
-                status = job.status  # the step the job is in (or ended in) shares its status
+                step_status = status  # the step the job is in (or ended in) shares its status
             else:
-                status = "NotStarted"
+                step_status = "NotStarted"
             details[f"{name}Details"] = {
-                "status": status,
+                "status": step_status,
                 "creationTime": job.creation_time,
-                "lastModifiedTime": job.last_modified_time,
+                "lastModifiedTime": row.updated_at if row else job.creation_time,
             }
         return details
 
@@ -353,39 +337,43 @@ class CustomizationService:
         return self.job_details(self._job(identifier))
 
     def list_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
-        status = _enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
-        _enum("sortBy", q.get("sortBy"), ("CreationTime",))
-        order = _enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
+        status = enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
+        enum("sortBy", q.get("sortBy"), ("CreationTime",))
+        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
         after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
         before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
         name = q.get("nameContains")
+        all_jobs = self.db.jobs()
+        rows = self.states.many(j.job_id for j in all_jobs)
         jobs = [
             j
-            for j in self.db.jobs()
-            if (status is None or j.status == status)
+            for j in all_jobs
+            if (status is None or job_status(rows.get(j.job_id)) == status)
             and (name is None or name.lower() in j.job_name.lower())
             and (after is None or j.creation_time > after)
             and (before is None or j.creation_time < before)
         ]
         jobs.sort(key=lambda j: j.creation_time, reverse=order == "Descending")
-        page, token = _page(jobs, q.get("maxResults"), q.get("nextToken"))
+        rows_page, token = page(jobs, q.get("maxResults"), q.get("nextToken"))
         summaries = []
-        for j in page:
+        for j in rows_page:
+            row = rows.get(j.job_id)
+            j_status = job_status(row)
             s = {
                 "jobArn": j.job_arn,
                 "baseModelArn": j.base_model_arn,
                 "jobName": j.job_name,
-                "status": j.status,
-                "statusDetails": self._status_details(j),
-                "lastModifiedTime": j.last_modified_time,
+                "status": j_status,
+                "statusDetails": self._status_details(j, row),
+                "lastModifiedTime": row.updated_at if row else j.creation_time,
                 "creationTime": j.creation_time,
                 "customModelName": j.model_name,
                 "customizationType": j.customization_type,
             }
-            if j.status == "Completed":
+            if j_status == "Completed":
                 s["customModelArn"] = j.model_arn
-            if j.end_time:
-                s["endTime"] = j.end_time
+            if row is not None and row.ended_at:
+                s["endTime"] = row.ended_at
             summaries.append(s)
         out: dict[str, Any] = {"modelCustomizationJobSummaries": summaries}
         if token:
@@ -394,13 +382,13 @@ class CustomizationService:
 
     def stop_job(self, identifier: str) -> None:
         job = self._job(identifier)
-        if job.status not in ("InProgress", "Stopping"):
+        # The flag is set only while the job is still active (a conditional update), so a
+        # stop racing the job's completion leaves one outcome, never Stopped + Active.
+        if not self.runner.stop(job.job_id):
             raise ValidationError(
-                f"The model customization job {job.job_name} is {job.status} and cannot be stopped."
+                f"The model customization job {job.job_name} is "
+                f"{job_status(self._state(job))} and cannot be stopped."
             )
-        if job.status == "InProgress":
-            self.db.update_job(job.job_id, status="Stopping")
-        self.runner.stop(job.job_id)
 
     # ------------------------------------------------------------------ custom models
 
@@ -440,9 +428,9 @@ class CustomizationService:
         return out
 
     def list_models(self, q: dict[str, str | None]) -> dict[str, Any]:
-        _enum("sortBy", q.get("sortBy"), ("CreationTime",))
-        order = _enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
-        status = _enum("modelStatus", q.get("modelStatus"), MODEL_STATUSES)
+        enum("sortBy", q.get("sortBy"), ("CreationTime",))
+        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
+        status = enum("modelStatus", q.get("modelStatus"), MODEL_STATUSES)
         after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
         before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
         name = q.get("nameContains")
@@ -461,10 +449,10 @@ class CustomizationService:
             and (base_arn is None or foundation_model_arn(m.base_model_id, self.region) == base_arn)
         ]
         models.sort(key=lambda m: m.creation_time, reverse=order == "Descending")
-        page, token = _page(models, q.get("maxResults"), q.get("nextToken"))
+        rows_page, token = page(models, q.get("maxResults"), q.get("nextToken"))
         jobs = {j.job_id: j for j in self.db.jobs()}
         summaries = []
-        for m in page:
+        for m in rows_page:
             job = jobs.get(m.job_id)
             summaries.append(
                 {

@@ -83,8 +83,13 @@ class RuntimeService:
         _, tokens = self._tokens(card, engine, request, _extra_system(request))
         return len(tokens)
 
-    async def prepare(self, model_id: str | ResolvedModel, request: ChatRequest) -> Prepared:
-        """Everything that can fail with a clean HTTP error happens here, before a stream starts."""
+    async def prepare(
+        self, model_id: str | ResolvedModel, request: ChatRequest, *, background: bool = False
+    ) -> Prepared:
+        """Everything that can fail with a clean HTTP error happens here, before a stream starts.
+
+        ``background``: batch work, served in the slots interactive requests leave free.
+        """
         started = time.perf_counter()
         card, engine = await self._engine_for(model_id)
         tool_plan = plan_tools(request)
@@ -112,6 +117,7 @@ class RuntimeService:
             if output_plan is not None or (tool_plan is not None and tool_plan.forced)
             else list(s.stop) + [x for x in prompt.implicit_stops if x not in s.stop],
             grammar=plan.grammar if plan else None,
+            background=background,
         )
         events = engine.generate(gen)
         return Prepared(

@@ -1,23 +1,19 @@
-"""Customization jobs and custom models, kept in SQLite (``<data-dir>/customization.db``).
+"""Customization's wire resources: the job's Bedrock fields and the custom models.
 
-Only the server process writes here; the training worker reports through files in its
-job folder (see :mod:`outcrop.training.runner`). The CLI reads the same file.
+The job's lifecycle (state, stop request, progress, times, failure) lives in the shared
+``jobs`` table (:mod:`outcrop.jobs`), keyed by the same job id.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Float, String, Text, create_engine, event, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import JSON, Float, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column
 
+from outcrop.db import Base, Database
 
-class Base(DeclarativeBase):
-    pass
+KIND = "customization"
 
 
 class JobRecord(Base):
@@ -38,16 +34,10 @@ class JobRecord(Base):
     training_uri: Mapped[str] = mapped_column(Text)
     validation_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
     output_uri: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="InProgress")
-    failure_message: Mapped[str | None] = mapped_column(Text, default=None)
     creation_time: Mapped[float] = mapped_column(Float)
-    last_modified_time: Mapped[float] = mapped_column(Float)
-    end_time: Mapped[float | None] = mapped_column(Float, default=None)
     training_loss: Mapped[float | None] = mapped_column(Float, default=None)
     validation_losses: Mapped[list[float]] = mapped_column(JSON, default=list)
-    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    work_dir: Mapped[str] = mapped_column(Text)
 
 
 class CustomModelRecord(Base):
@@ -65,33 +55,20 @@ class CustomModelRecord(Base):
     """The servable GGUF; set only once the file is complete."""
 
 
-class Database:
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / "customization.db"
-        self.engine = create_engine(
-            f"sqlite:///{self.path}", connect_args={"timeout": 30, "check_same_thread": False}
-        )
+class CustomizationRecords:
+    """Lookups and updates of the two tables above."""
 
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(conn, _record) -> None:  # noqa: ANN001
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.create_tables()
 
-        Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
-            yield s
+    def session(self):  # noqa: ANN201
+        return self.db.session()
 
     # ------------------------------------------------------------------ jobs
 
     def jobs(self) -> list[JobRecord]:
-        with self.session() as s:
+        with self.db.session() as s:
             return list(s.scalars(select(JobRecord)))
 
     def job(self, identifier: str) -> JobRecord | None:
@@ -100,16 +77,16 @@ class Database:
 
     def job_by_id(self, job_id: str) -> JobRecord | None:
         """By primary key: for the server's own references, which never hold a name."""
-        with self.session() as s:
+        with self.db.session() as s:
             return s.get(JobRecord, job_id)
 
     def update_job(self, job_id: str, **values: Any) -> JobRecord | None:
-        return self._update(JobRecord, job_id, values, last_modified_time=time.time())
+        return self._update(JobRecord, job_id, values)
 
     # ------------------------------------------------------------------ models
 
     def models(self) -> list[CustomModelRecord]:
-        with self.session() as s:
+        with self.db.session() as s:
             return list(s.scalars(select(CustomModelRecord)))
 
     def model(self, identifier: str) -> CustomModelRecord | None:
@@ -119,11 +96,17 @@ class Database:
     def update_model(self, model_id: str, **values: Any) -> CustomModelRecord | None:
         return self._update(CustomModelRecord, model_id, values)
 
+    def delete_model(self, model_id: str) -> None:
+        with self.db.session() as s:
+            model = s.get(CustomModelRecord, model_id)
+            if model is not None:
+                s.delete(model)
+
     # ------------------------------------------------------------------ shared
 
     def _find(self, entity: type, identifier: str, *columns: str):  # noqa: ANN202
         """The first record whose column (in the order given) equals ``identifier``."""
-        with self.session() as s:
+        with self.db.session() as s:
             for column in columns:
                 where = getattr(entity, column) == identifier
                 hit = s.scalars(select(entity).where(where)).first()
@@ -131,17 +114,11 @@ class Database:
                     return hit
         return None
 
-    def _update(self, entity: type, key: str, values: dict[str, Any], **stamps: Any):  # noqa: ANN202
-        with self.session() as s:
+    def _update(self, entity: type, key: str, values: dict[str, Any]):  # noqa: ANN202
+        with self.db.session() as s:
             record = s.get(entity, key)
             if record is None:
                 return None
-            for k, v in {**values, **stamps}.items():
+            for k, v in values.items():
                 setattr(record, k, v)
             return record
-
-    def delete_model(self, model_id: str) -> None:
-        with self.session() as s:
-            model = s.get(CustomModelRecord, model_id)
-            if model is not None:
-                s.delete(model)

@@ -1,7 +1,7 @@
 """The training worker: ``python -m outcrop.training.worker JOB_DIR``.
 
-Reads ``JOB_DIR/spec.json`` (written by :mod:`outcrop.training.runner`), trains, exports
-the GGUF and reports through files the server polls:
+Reads ``JOB_DIR/spec.json`` (written by :mod:`outcrop.service.customization`), trains, exports
+the GGUF and reports through the files :mod:`outcrop.jobs.files` names:
 
 * ``progress.json`` — phase, epoch, step, loss, tokens/s (replaced atomically)
 * ``checkpoint.pt`` — after every epoch; a restarted worker resumes from it
@@ -14,22 +14,25 @@ training behind; the next server start resumes the job from its checkpoint.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from outcrop.training.data import Location, write_output
+from outcrop.jobs.files import (
+    ERROR,
+    PROGRESS,
+    RESULT,
+    SPEC,
+    JobFailure,
+    die_with_parent,
+    write_json,
+)
+from outcrop.locations import Location, write_output
 
-SPEC = "spec.json"
-PROGRESS = "progress.json"
-RESULT = "result.json"
-ERROR = "error.json"
 CHECKPOINT = "checkpoint.pt"
 TRAIN_RECORDS = "train.jsonl"
 VALIDATION_RECORDS = "validation.jsonl"
@@ -39,35 +42,10 @@ VALIDATION_METRICS = (
 )
 
 
-class JobFailure(Exception):
-    """A failure whose message is meant for the job's failureMessage as is."""
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def read_records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _csv(header: str, rows: list[tuple[int, int, float]]) -> bytes:
@@ -195,7 +173,7 @@ def _check_loads(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _die_with_parent()
+    die_with_parent()
     job_dir = Path(argv[0])
     try:
         result = run(job_dir)

@@ -70,7 +70,9 @@ class LlamaCppEngine(TextEngine):
         self._batch = ll.llama_batch_init(self.config.max_step_tokens, 0, 1)
         self._inbox: queue.SimpleQueue[tuple[str, Sequence]] = queue.SimpleQueue()
         self._admit_lock = threading.Lock()
-        self._n_queued = 0  # accepted but not yet holding a slot
+        self._n_queued = 0  # interactive, accepted but not yet holding a slot
+        self._n_background = 0  # background, accepted and not yet finished
+        self._preemptions = 0
         self._outbox: list[tuple[Sequence, EngineEvent | Exception]] = []
         self._steps = 0
         self._tokens_generated = 0
@@ -101,6 +103,8 @@ class LlamaCppEngine(TextEngine):
             max_queue=self.config.max_queue,
             steps=self._steps,
             tokens_generated=self._tokens_generated,
+            background=self._n_background,
+            preemptions=self._preemptions,
         )
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
@@ -122,13 +126,23 @@ class LlamaCppEngine(TextEngine):
         except GrammarError as exc:
             raise ValidationError(f"The output constraints could not be compiled: {exc}") from exc
         with self._admit_lock:
-            if self._n_queued >= self.config.max_queue:
+            if request.background:
+                # Background work brings its own bound; it never takes interactive room.
+                if self._n_background >= self.config.slots * 4:
+                    sampler.free()
+                    raise ThrottlingError(
+                        f"Too much background work for {self.model_id}: "
+                        f"{self._n_background} sequences. Please retry."
+                    )
+                self._n_background += 1
+            elif self._n_queued >= self.config.max_queue:
                 sampler.free()
                 raise ThrottlingError(
                     f"Too many requests for {self.model_id}: {self._n_queued} are already "
                     "queued. Please retry."
                 )
-            self._n_queued += 1
+            else:
+                self._n_queued += 1
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[EngineEvent | Exception] = asyncio.Queue()
         seq = Sequence(request, emit=events.put_nowait, loop=loop, sampler=sampler)
@@ -158,7 +172,8 @@ class LlamaCppEngine(TextEngine):
                 for seq in list(self._scheduler.running):
                     self._fail(seq, InternalServerError(f"engine step failed: {exc}"))
             self._deliver()
-        for seq in list(self._scheduler.running) + list(self._scheduler.waiting):
+        sched = self._scheduler
+        for seq in list(sched.running) + list(sched.waiting) + list(sched.waiting_background):
             self._fail(seq, InternalServerError("the model was unloaded"))
         self._deliver()
 
@@ -186,9 +201,12 @@ class LlamaCppEngine(TextEngine):
     def _release(self, seq: Sequence) -> None:
         if seq.status is Status.FINISHED:
             return
-        if seq.status is Status.WAITING:
+        if seq.background:
+            with self._admit_lock:
+                self._n_background -= 1
+        elif seq.status is Status.WAITING:
             self._dequeued()
-        else:
+        if seq.status is not Status.WAITING:
             self.model.clear_sequence(seq.slot)
         if seq.sampler is not None:
             seq.sampler.free()
@@ -200,6 +218,9 @@ class LlamaCppEngine(TextEngine):
         self._outbox.append((seq, exc))
 
     def _step(self) -> None:
+        for _, slot in self._scheduler.preempt():
+            self.model.clear_sequence(slot)
+            self._preemptions += 1
         waiting_before = len(self._scheduler.waiting)
         entries = self._scheduler.schedule()
         admitted = waiting_before - len(self._scheduler.waiting)
@@ -257,6 +278,7 @@ class LlamaCppEngine(TextEngine):
             seq.status = Status.DECODE
         seq.n_generated += 1
         seq.last_token = token
+        seq.generated.append(token)
         model = self.model
         if model.is_eog(token):
             seq.n_generated -= 1  # the end-of-turn marker is not part of the answer

@@ -5,6 +5,10 @@ step's token budget with prompt chunks of sequences still prefilling. Sequences 
 and leave between steps. Long prompts are cut into small chunks while others decode,
 which keeps their inter-token latency even; short prompts and an idle engine get the
 whole step, which keeps time-to-first-token low.
+
+Two classes: interactive requests always take a free slot first; background ones (batch
+records) get the slots left over, and give theirs back at the next step boundary when
+interactive requests wait (:meth:`Scheduler.preempt`).
 """
 
 from __future__ import annotations
@@ -26,23 +30,46 @@ class StepEntry:
 class Scheduler:
     def __init__(self, n_slots: int, max_step_tokens: int, prefill_chunk: int) -> None:
         self.waiting: deque[Sequence] = deque()
+        self.waiting_background: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.free_slots: list[int] = list(range(n_slots - 1, -1, -1))
         self.max_step_tokens = max_step_tokens
         self.prefill_chunk = prefill_chunk
 
     def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
+        (self.waiting_background if seq.background else self.waiting).append(seq)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.waiting_background or self.running)
+
+    def preempt(self) -> list[tuple[Sequence, int]]:
+        """Background sequences that yield their slots to waiting interactive ones.
+
+        The most recently admitted go first (least work lost); they wait at the head of
+        the background queue. Returns (sequence, slot) so the engine clears that KV.
+        """
+        need = len(self.waiting) - len(self.free_slots)
+        victims: list[tuple[Sequence, int]] = []
+        if need <= 0:
+            return victims
+        for seq in reversed([s for s in self.running if s.background]):
+            if len(victims) == need:
+                break
+            slot = seq.slot
+            self.running.remove(seq)
+            self.free_slots.append(slot)
+            seq.preempt()
+            self.waiting_background.appendleft(seq)
+            victims.append((seq, slot))
+        return victims
 
     def _admit(self) -> None:
-        while self.waiting and self.free_slots:
-            seq = self.waiting.popleft()
-            seq.slot = self.free_slots.pop()
-            seq.status = Status.PREFILL
-            self.running.append(seq)
+        for queue in (self.waiting, self.waiting_background):
+            while queue and self.free_slots:
+                seq = queue.popleft()
+                seq.slot = self.free_slots.pop()
+                seq.status = Status.PREFILL
+                self.running.append(seq)
 
     def schedule(self) -> list[StepEntry]:
         self._admit()
@@ -64,7 +91,7 @@ class Scheduler:
             if seq.status is not Status.PREFILL:
                 continue
             start = seq.n_prefilled
-            remaining = seq.n_prompt - start
+            remaining = seq.n_prefill - start
             if remaining <= self.prefill_chunk:
                 take = min(remaining, budget)
             else:
@@ -72,8 +99,8 @@ class Scheduler:
                 long_budget -= take
             if take <= 0:
                 continue
-            chunk = seq.request.prompt_tokens[start : start + take]
-            entries.append(StepEntry(seq, chunk, start, start + take == seq.n_prompt))
+            chunk = seq.prefill_tokens[start : start + take]
+            entries.append(StepEntry(seq, chunk, start, start + take == seq.n_prefill))
             budget -= take
         # Per-sequence KV caches want the batch ordered by sequence id (engine-notes
         # pitfall 2: about 2x slower otherwise).
@@ -88,3 +115,5 @@ class Scheduler:
             self.free_slots.append(seq.slot)
         elif seq in self.waiting:
             self.waiting.remove(seq)
+        elif seq in self.waiting_background:
+            self.waiting_background.remove(seq)

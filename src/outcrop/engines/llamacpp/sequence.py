@@ -34,13 +34,38 @@ class Sequence:
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
     _stops: StopMatcher | None = None
+    prefill_tokens: list[int] = field(default_factory=list)
+    """What prefill feeds the model: the prompt, or after a preemption prompt + output."""
+    generated: list[int] = field(default_factory=list)
+    preemptions: int = 0
 
     def __post_init__(self) -> None:
         self._stops = StopMatcher(self.request.stop)
+        self.prefill_tokens = self.request.prompt_tokens
+
+    @property
+    def background(self) -> bool:
+        return self.request.background
 
     @property
     def n_prompt(self) -> int:
         return len(self.request.prompt_tokens)
+
+    @property
+    def n_prefill(self) -> int:
+        return len(self.prefill_tokens)
+
+    def preempt(self) -> None:
+        """Give the slot back; resuming recomputes prompt + output so far, nothing more.
+
+        Sampling continues where it stopped (same sampler, grammar state and text
+        decoder), so a greedy answer is the same as without the preemption.
+        """
+        self.prefill_tokens = self.request.prompt_tokens + self.generated
+        self.n_prefilled = 0
+        self.status = Status.WAITING
+        self.slot = -1
+        self.preemptions += 1
 
     @property
     def position(self) -> int:

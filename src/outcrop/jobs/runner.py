@@ -1,0 +1,314 @@
+"""Runs every kind of job: slots per kind, progress, stops, settling, and recovery.
+
+A poll thread launches QUEUED jobs into free slots of their kind (never two with the same
+lock key at once), copies progress, enforces stop requests and settles jobs that ended.
+``process`` jobs are worker processes (SIGTERM on stop, SIGKILL after a grace period);
+``inline`` jobs are threads that poll ``should_stop()``.
+
+On start, what a previous server left is recovered: a job with a stop request becomes
+STOPPED; a RUNNING process job whose worker left a result or an error is settled from it;
+any other RUNNING job is queued again to resume from its checkpoint, or FAILED with the
+reason once it has been started ``max_attempts`` times. Nothing is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outcrop.jobs import files
+from outcrop.jobs.kinds import JobContext, JobKind
+from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, RUNNING, STOPPED, SUCCEEDED, JobRow
+from outcrop.jobs.store import JobStore
+
+log = logging.getLogger("outcrop.jobs")
+
+STOP_GRACE_S = 3.0
+
+
+@dataclass
+class _Running:
+    job_id: str
+    kind: JobKind
+    process: subprocess.Popen | None = None
+    log_file: Any = None
+    thread: threading.Thread | None = None
+    context: JobContext | None = None
+    outcome: tuple[str, Any] | None = None  # inline: ("result", dict) | ("error", message)
+    stop_sent: float | None = None
+    interrupted: bool = field(default=False)
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, poll_interval: float = 0.5) -> None:
+        self.store = store
+        self.poll_interval = poll_interval
+        self.kinds: dict[str, JobKind] = {}
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def register(self, kind: JobKind) -> None:
+        self.kinds[kind.name] = kind
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Recover jobs a previous server left, then start polling.
+
+        ``loop`` is the server's event loop, which inline jobs reach through ``ctx.call``.
+        """
+        self.loop = loop
+        for job in self.store.of_kind(states=ACTIVE):
+            kind = self.kinds.get(job.kind)
+            if kind is None:
+                continue  # a kind this server does not run: left for one that does
+            if job.stop_requested_at is not None:
+                self._end(job.job_id, STOPPED, None, expect=ACTIVE)
+            elif job.state == RUNNING:
+                self._recover(job, kind)
+        self._thread = threading.Thread(target=self._loop, name="outcrop-jobs", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop polling and interrupt running jobs: they are queued again, to resume later."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            for run in self._running.values():
+                run.interrupted = True
+                if run.process is not None:
+                    run.process.kill()
+                    run.process.wait(timeout=10)
+                    run.log_file.close()
+                elif run.context is not None:
+                    run.context._stop.set()
+            for run in self._running.values():
+                if run.thread is not None:
+                    run.thread.join(timeout=10)
+                job = self.store.get(run.job_id)
+                if job is not None and job.state == RUNNING and job.stop_requested_at is None:
+                    # Not the job's fault: this start does not count against its attempts.
+                    self.store.transition(
+                        run.job_id, QUEUED, [RUNNING], attempts=max(0, job.attempts - 1)
+                    )
+            self._running.clear()
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self, job_id: str) -> bool:
+        """Ask a job to stop; False if it had already ended. A queued job stops at once."""
+        if not self.store.request_stop(job_id):
+            return False
+        with self._lock:
+            run = self._running.get(job_id)
+            if run is None:
+                self._end(job_id, STOPPED, None, expect=[QUEUED])
+            else:
+                self._signal_stop(run)
+        return True
+
+    def running(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._running
+
+    def poll(self) -> None:
+        """One round: progress, exits, stop requests, launches."""
+        with self._lock:
+            flagged = {
+                j.job_id
+                for j in self.store.many(self._running).values()
+                if j.stop_requested_at is not None
+            }
+            for job_id, run in list(self._running.items()):
+                if job_id in flagged and run.stop_sent is None:
+                    self._signal_stop(run)
+                if not self._ended(run):
+                    if run.process is not None:
+                        if run.stop_sent and time.monotonic() - run.stop_sent > STOP_GRACE_S:
+                            run.process.kill()
+                        self._copy_progress(job_id)
+                    continue
+                del self._running[job_id]
+                self._settle(run)
+            self._launch_waiting()
+
+    # ------------------------------------------------------------------ internals
+
+    def _loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self.poll()
+            except Exception:
+                log.exception("job poll failed")
+            self._closing.wait(self.poll_interval)
+
+    def _recover(self, job: JobRow, kind: JobKind) -> None:
+        work = Path(job.work_dir) if job.work_dir else None
+        if kind.executor == "process" and work is not None:
+            if (work / files.RESULT).exists() or (work / files.ERROR).exists():
+                self._settle(_Running(job.job_id, kind))  # finished while nobody watched
+                return
+        if job.attempts >= kind.max_attempts:
+            self._end(
+                job.job_id, FAILED,
+                f"The job was interrupted {job.attempts} times (the server stopped while it "
+                "ran) and is not started again.",
+                expect=[RUNNING],
+            )  # fmt: skip
+            return
+        log.info("%s job %s: resuming after a restart", job.kind, job.job_id)
+        self.store.transition(job.job_id, QUEUED, [RUNNING])
+
+    def _launch_waiting(self) -> None:
+        queued = self.store.of_kind(states=[QUEUED])
+        if not queued:
+            return
+        locks = {
+            j.lock_key for j in self.store.many(self._running).values() if j.lock_key is not None
+        }
+        for job in queued:
+            kind = self.kinds.get(job.kind)
+            if kind is None or self._closing.is_set():
+                continue
+            if job.stop_requested_at is not None:
+                self._end(job.job_id, STOPPED, None, expect=[QUEUED])
+                continue
+            busy = sum(1 for r in self._running.values() if r.kind.name == kind.name)
+            if busy >= kind.max_running or (job.lock_key and job.lock_key in locks):
+                continue
+            if not self.store.transition(
+                job.job_id, RUNNING, [QUEUED], attempts=job.attempts + 1, owner=self.owner
+            ):
+                continue
+            if job.lock_key:
+                locks.add(job.lock_key)
+            try:
+                self._launch(job, kind)
+            except Exception as exc:  # noqa: BLE001 - a launch failure fails the job
+                log.exception("%s job %s: launch failed", kind.name, job.job_id)
+                self._end(job.job_id, FAILED, f"The job could not be started: {exc}", [RUNNING])
+
+    def _launch(self, job: JobRow, kind: JobKind) -> None:
+        if kind.executor == "process":
+            work = Path(job.work_dir or ".")
+            for stale in (files.RESULT, files.ERROR):
+                (work / stale).unlink(missing_ok=True)
+            log_file = open(work / files.LOG, "ab")
+            env = {**os.environ, **kind.env}
+            process = subprocess.Popen(
+                [sys.executable, "-m", str(kind.module), str(work)],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            )  # fmt: skip
+            self._running[job.job_id] = _Running(job.job_id, kind, process, log_file)
+            log.info("%s job %s: worker %d started", kind.name, job.job_id, process.pid)
+            return
+        ctx = JobContext(
+            job.job_id,
+            Path(job.work_dir) if job.work_dir else None,
+            job.attempts + 1,
+            lambda values, jid=job.job_id: self.store.set_progress(jid, values),
+            self.loop,
+        )
+        run = _Running(job.job_id, kind, context=ctx)
+
+        def target() -> None:
+            try:
+                run.outcome = ("result", kind.run(ctx) or {})  # type: ignore[misc]
+            except files.JobFailure as exc:
+                run.outcome = ("error", str(exc))
+            except Exception as exc:  # noqa: BLE001 - the job fails, the server does not
+                log.error("%s job %s failed:\n%s", kind.name, job.job_id, traceback.format_exc())
+                run.outcome = ("error", f"Internal error in the {kind.name} job: {exc!r}")
+
+        run.thread = threading.Thread(target=target, name=f"job-{job.job_id}", daemon=True)
+        self._running[job.job_id] = run
+        run.thread.start()
+
+    def _signal_stop(self, run: _Running) -> None:
+        run.stop_sent = time.monotonic()
+        if run.process is not None:
+            run.process.terminate()
+        elif run.context is not None:
+            run.context._stop.set()
+
+    @staticmethod
+    def _ended(run: _Running) -> bool:
+        if run.process is not None:
+            return run.process.poll() is not None
+        return run.thread is None or not run.thread.is_alive()
+
+    def _copy_progress(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is None or not job.work_dir:
+            return
+        progress = files.read_json(Path(job.work_dir) / files.PROGRESS)
+        if progress:
+            self.store.set_progress(job_id, progress)
+
+    def _settle(self, run: _Running) -> None:
+        """Decide a job's end from what its run left: a result wins over a late stop."""
+        job = self.store.get(run.job_id)
+        if job is None:
+            return
+        result: dict[str, Any] | None = None
+        message: str | None = None
+        if run.kind.executor == "process":
+            if run.log_file is not None:
+                run.log_file.close()
+            self._copy_progress(run.job_id)
+            work = Path(job.work_dir or ".")
+            result = files.read_json(work / files.RESULT)
+            error = files.read_json(work / files.ERROR)
+            if result is None and error is not None:
+                message = str(error.get("message"))
+            elif result is None and job.stop_requested_at is None:
+                code = run.process.returncode if run.process is not None else None
+                message = (
+                    f"The {run.kind.name} worker exited unexpectedly (exit code {code}); "
+                    f"its log is {work / files.LOG}."
+                )
+        elif run.outcome is not None:
+            kind_of, value = run.outcome
+            if kind_of == "result" and not (job.stop_requested_at and run.context.should_stop()):
+                result = value
+            elif kind_of == "error":
+                message = value
+        if result is not None:
+            try:
+                if run.kind.on_succeeded is not None:
+                    run.kind.on_succeeded(job, result)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("%s job %s: on_succeeded failed", run.kind.name, job.job_id)
+                self._end(job.job_id, FAILED, f"The job's result could not be kept: {exc}")
+                return
+            self.store.transition(job.job_id, SUCCEEDED, [RUNNING])
+        elif message is not None:
+            self._end(job.job_id, FAILED, message)
+        else:
+            self._end(job.job_id, STOPPED, None)
+
+    def _end(self, job_id: str, state: str, message: str | None, expect: Any = (RUNNING,)) -> None:
+        if not self.store.transition(job_id, state, expect, failure_message=message):
+            return
+        job = self.store.get(job_id)
+        kind = self.kinds.get(job.kind) if job else None
+        if job is not None and kind is not None and kind.on_ended is not None:
+            try:
+                kind.on_ended(job)
+            except Exception:  # noqa: BLE001
+                log.exception("%s job %s: on_ended failed", job.kind, job_id)

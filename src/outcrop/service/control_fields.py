@@ -1,0 +1,85 @@
+"""Control-plane request checks in the Bedrock control plane's words: missing members,
+patterns, enums, query timestamps and pagination; and the 12-character resource IDs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from datetime import datetime
+from typing import Any
+
+from outcrop.errors import ValidationError
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def missing(member: str) -> ValidationError:
+    return ValidationError(
+        f"1 validation error detected: Value null at '{member}' failed to satisfy "
+        "constraint: Member must not be null"
+    )
+
+
+def pattern(member: str, value: Any, pattern: re.Pattern[str], max_len: int) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > max_len:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+            f"constraint: Member must satisfy regular expression pattern: {pattern.pattern}"
+        )
+    return value
+
+
+def enum(member: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+            f"constraint: Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+    return value
+
+
+def parse_time(member: str, value: str | None) -> float | None:
+    """A query-string timestamp: ISO 8601 (botocore's default) or epoch seconds."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValidationError(f"Value '{value}' at '{member}' is not a valid timestamp.") from None
+
+
+def page(
+    items: list[Any], max_results: str | None, next_token: str | None, limit: int = 100
+) -> tuple[list, str | None]:
+    """One page of ``items`` (already filtered and sorted) and the next token, if any."""
+    if max_results is not None:
+        try:
+            limit = int(max_results)
+        except ValueError:
+            raise ValidationError(
+                f"Value '{max_results}' at 'maxResults' is not an integer."
+            ) from None
+        if not 1 <= limit <= 1000:
+            raise ValidationError(
+                f"1 validation error detected: Value '{limit}' at 'maxResults' failed to "
+                "satisfy constraint: Member must have value between 1 and 1000"
+            )
+    start = 0
+    if next_token is not None:
+        try:
+            start = int(next_token)
+        except ValueError:
+            raise ValidationError("The pagination token is invalid.") from None
+    page = items[start : start + limit]
+    more = start + limit < len(items)
+    return page, str(start + limit) if more else None
