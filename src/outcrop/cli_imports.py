@@ -89,6 +89,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     if not args.source:
         raise CliError("give a SOURCE to import, or --scan to list what is on this machine",
                        EXIT_USAGE)  # fmt: skip
+    from outcrop.db import Database
     from outcrop.errors import OutcropError
     from outcrop.imports.layout import ImportFailure
     from outcrop.imports.sources import resolve_source
@@ -105,10 +106,10 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     catalog = Catalog()
     service = ImportService(
         catalog, ModelResolver(catalog), settings.data_dir, settings.region,
-        settings.account_id, s3_endpoint_url=settings.s3_endpoint_url,
-        weight_format=settings.weight_format, threads=args.threads or settings.training_threads,
+        settings.account_id, Database(settings.data_dir),
+        s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
+        threads=args.threads or settings.training_threads,
     )  # fmt: skip
-    import os
     import time
 
     body = {
@@ -119,7 +120,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     }
     try:
         arn = service.create_model_import_job(
-            body, owner_pid=os.getpid(), source_label=source.label,
+            body, source_label=source.label,
             source_sha256=source.sha256, weight_format=args.weight_format,
         )["jobArn"]  # fmt: skip
     except OutcropError as exc:
@@ -127,8 +128,8 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     print(f"{source.label}: importing as {name} (job {arn})")
     with _Bar(not args.quiet) as bar:
         job = service.run_here(arn, bar)
-    if job.status != "Completed":
-        raise CliError(f"import failed: {job.failure_message}")
+    if job["status"] != "Completed":
+        raise CliError(f"import failed: {job.get('failureMessage')}")
     model = service.get_imported_model(name)
     record = service.db.model(name)
     weights = (record.weights if record else {}) or {}
@@ -173,14 +174,13 @@ def _scan(args: argparse.Namespace) -> int:
 
 def imported_rows(settings: Any) -> list[dict[str, Any]]:
     """Imported models recorded in the data dir, for ``outcrop models list``."""
-    from outcrop.imports.records import ImportDatabase
+    from outcrop.db import Database
+    from outcrop.imports.records import ImportRecords
 
-    if not (settings.data_dir / "imports.db").exists():
-        return []
     return [
         {"modelId": m.model_name, "arn": m.model_arn, "architecture": m.architecture,
          "sizeBytes": m.size_bytes, "path": m.path}
-        for m in ImportDatabase(settings.data_dir).models()
+        for m in ImportRecords(Database(settings.data_dir)).models()
     ]  # fmt: skip
 
 

@@ -94,16 +94,16 @@ def _customization(settings, catalog, resolver, store, manager, db, runner):
     return service
 
 
-def _imports(settings, catalog, resolver, manager):
+def _imports(settings, catalog, resolver, manager, db, runner):
     from outcrop.service.imports import ImportService
 
     service = ImportService(
-        catalog, resolver, settings.data_dir, settings.region, settings.account_id,
+        catalog, resolver, settings.data_dir, settings.region, settings.account_id, db, runner,
         s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
         threads=settings.training_threads, manager=manager,
         delete_wait_s=settings.import_delete_wait_s,
     )  # fmt: skip
-    service.start()  # serves imported models, resumes interrupted imports
+    service.start()  # serves imported models (the runner resumes interrupted imports)
     return service
 
 
@@ -147,7 +147,7 @@ def build_server(settings: Settings) -> Server:
     runner = JobRunner(JobStore(db))
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
-    imports = _imports(settings, catalog, resolver, manager)
+    imports = _imports(settings, catalog, resolver, manager, db, runner)
     ImportApi(imports).register(router)
     app = OutcropApp(router, authenticator, metrics)
     # Every job kind is registered by now; jobs start once the event loop runs (inline jobs

@@ -322,9 +322,10 @@ tok.save_pretrained({str(out)!r})
 
 
 def _served_path(data: Path, name: str) -> tuple[Path, dict]:
-    from outcrop.imports.records import ImportDatabase
+    from outcrop.db import Database
+    from outcrop.imports.records import ImportRecords
 
-    record = ImportDatabase(data).model(name)
+    record = ImportRecords(Database(data)).model(name)
     assert record is not None
     return Path(record.path), record.weights
 

@@ -269,10 +269,12 @@ def _service_with_model(tmp_path: Path, running: int, wait: float):
     from outcrop.imports.records import ImportedModelRecord
     from outcrop.service.imports import ImportService
 
+    from outcrop.db import Database
+
     catalog = Catalog()
     service = ImportService(
         catalog, ModelResolver(catalog), tmp_path / "data", "us-east-1", "000000000000",
-        delete_wait_s=wait,
+        Database(tmp_path / "data"), delete_wait_s=wait,
     )  # fmt: skip
     gguf = write_gguf(tmp_path / "m.gguf")
     model_dir = tmp_path / "data" / "imports" / "models" / "abcdefabcdef"

@@ -38,29 +38,13 @@ from urllib.parse import unquote, urlparse
 
 from outcrop.imports import converter
 from outcrop.imports.layout import GgufFacts, ImportFailure, Layout, classify, read_gguf
+from outcrop.jobs.files import RESULT, SPEC, read_json, write_json
 
-SPEC = "spec.json"
-PROGRESS = "progress.json"
-RESULT = "result.json"
-ERROR = "error.json"
 WEIGHTS = "weights.json"
 LINK = "source.json"
 CHUNK = 1 << 20
 
 Report = Callable[..., None]
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _quiet(**_values: Any) -> None:

@@ -1,16 +1,14 @@
 """The import worker: ``python -m outcrop.imports.worker JOB_DIR``.
 
-Runs :func:`outcrop.imports.work.run_import` and reports through files the server polls,
-on the training worker's protocol: ``progress.json`` (replaced atomically), then
-``result.json`` (written last, once the model folder is installed) or ``error.json``
-(``message`` is the job's failureMessage). It dies with its parent; a restarted server
-resumes the job from the phase it reached.
+The ``model-import`` job kind's ``process`` executor: runs
+:func:`outcrop.imports.work.run_import` and reports on :mod:`outcrop.jobs.files`' protocol:
+``progress.json`` (replaced atomically), then ``result.json`` (written last, once the
+model folder is installed) or ``error.json`` (``message`` is the job's failureMessage).
+It dies with its parent; a restarted server resumes the job from the phase it reached.
 """
 
 from __future__ import annotations
 
-import ctypes
-import signal
 import sys
 import time
 import traceback
@@ -18,15 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from outcrop.imports.layout import ImportFailure
-from outcrop.imports.work import ERROR, PROGRESS, RESULT, discard, run_import, write_json
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+from outcrop.imports.work import discard, run_import
+from outcrop.jobs.files import ERROR, PROGRESS, RESULT, die_with_parent, write_json
 
 
 class FileReporter:
@@ -50,7 +41,7 @@ class FileReporter:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _die_with_parent()
+    die_with_parent()
     job_dir = Path(argv[0])
     try:
         result = run_import(job_dir, FileReporter(job_dir))

@@ -2,61 +2,60 @@
 with no HTTP in sight. Answers are Bedrock's shapes as plain dicts.
 
 A job is checked on the spot for what needs no reading of model files (names, the
-source URI, a duplicate name); the rest (layout, conversion, format, a load test) runs in
-a worker (:mod:`outcrop.imports.work`), so the server keeps serving. A Completed job's
-model becomes a card that Converse, InvokeModel and /v1 resolve by ARN or name. The CLI
-(``outcrop models import``) goes through this same class on the same data dir.
+source URI, a duplicate name); the rest (layout, conversion, format, a load test) is the
+``model-import`` job kind, a ``process`` worker of the shared
+:class:`~outcrop.jobs.runner.JobRunner` (:mod:`outcrop.imports.worker`), so the server keeps
+serving. A succeeded job's model becomes a card that Converse, InvokeModel and /v1 resolve
+by ARN or name. ``outcrop models import`` goes through this same class on the same
+records, running the job in its own process (:meth:`ImportService.run_here`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
-import secrets
 import shutil
-import string
+import socket
 import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from outcrop.db import Database
 from outcrop.errors import ConflictError, ResourceNotFoundError, TooManyTagsError, ValidationError
-from outcrop.imports.records import (
-    IN_PROGRESS,
-    JOB_STATUSES,
-    ImportDatabase,
-    ImportedModelRecord,
-    ImportJobRecord,
-)
-from outcrop.imports.runner import ImportRunner, pid_alive
-from outcrop.imports.work import ERROR, RESULT, SPEC, discard, read_json, write_json
+from outcrop.imports.records import KIND, ImportedModelRecord, ImportJobRecord, ImportRecords
+from outcrop.imports.work import discard
+from outcrop.jobs import files as job_files
+from outcrop.jobs.kinds import JobKind
+from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRow
+from outcrop.jobs.runner import JobRunner
+from outcrop.jobs.store import JobStore
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.formats import check_format
 from outcrop.models.resolve import ModelResolver, parse_arn
-from outcrop.service.control_checks import (
-    enum_value,
-    missing,
-    page,
-    parse_time,
-    pattern_value,
-)
+from outcrop.service.control_fields import enum, missing, new_id, page, parse_time, pattern
 
 log = logging.getLogger("outcrop.imports")
 
+JOB_STATUSES = ("InProgress", "Completed", "Failed")
 _JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*")
 _MODEL_NAME = re.compile(r"([0-9a-zA-Z][_-]?)+")
 _ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
 _TOKEN = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
 _TAG = re.compile(r"[a-zA-Z0-9\s._:/=+@-]*")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 MAX_TAGS = 200
 DELETE_WAIT_S = 30.0
+SYNC_INTERVAL_S = 2.0
 DEFAULT_ROLE = "arn:aws:iam::000000000000:role/outcrop-local-import"
 
 
-def _new_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+def job_status(row: JobRow | None) -> str:
+    """The job's lifecycle state in Bedrock's words for import jobs (no Stopped there)."""
+    if row is None or row.state not in ACTIVE and row.state != SUCCEEDED:
+        return "Failed"
+    return "Completed" if row.state == SUCCEEDED else "InProgress"
 
 
 def invoke_family(architecture: str, family_hint: str | None) -> str | None:
@@ -82,10 +81,10 @@ def _tags(member: str, value: Any) -> list[dict[str, str]]:
     for i, tag in enumerate(value):
         if not isinstance(tag, dict) or "key" not in tag or "value" not in tag:
             raise missing(f"{member}.{i + 1}.member.key")
-        key = pattern_value(f"{member}.{i + 1}.member.key", tag["key"], _TAG, 128)
+        key = pattern(f"{member}.{i + 1}.member.key", tag["key"], _TAG, 128)
         if not key:
             raise ValidationError(f"{member}.{i + 1}.member.key must not be empty.")
-        val = pattern_value(f"{member}.{i + 1}.member.value", tag["value"], _TAG, 256)
+        val = pattern(f"{member}.{i + 1}.member.value", tag["value"], _TAG, 256)
         out.append({"key": key, "value": val})
     return out
 
@@ -98,6 +97,8 @@ class ImportService:
         data_dir: Path,
         region: str,
         account_id: str,
+        db: Database,
+        runner: JobRunner | None = None,
         *,
         s3_endpoint_url: str | None = None,
         weight_format: str = "auto",
@@ -105,6 +106,8 @@ class ImportService:
         manager: Any = None,
         delete_wait_s: float = DELETE_WAIT_S,
     ) -> None:
+        """``runner``: the server's, which runs queued imports; None in the CLI, which
+        runs its own import in-process (:meth:`run_here`)."""
         self.catalog = catalog
         self.resolver = resolver
         self.data_dir = Path(data_dir)
@@ -115,34 +118,45 @@ class ImportService:
         self.threads = threads
         self.manager = manager
         self.delete_wait_s = delete_wait_s
-        self.db = ImportDatabase(self.data_dir)
+        self.db = ImportRecords(db)
+        self.states = runner.store if runner is not None else JobStore(db)
         self.jobs_dir = self.data_dir / "imports" / "jobs"
         self.models_dir = self.data_dir / "imports" / "models"
-        self.runner: ImportRunner | None = None
         self._lock = threading.Lock()
         self._deleting: set[str] = set()
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
         resolver.fallbacks.append(self.find_unregistered)
+        if runner is not None:
+            runner.register(
+                JobKind(
+                    KIND, "process", module="outcrop.imports.worker", max_attempts=3,
+                    env={"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+                         "HF_HUB_OFFLINE": "1"},
+                    on_succeeded=self._job_succeeded, on_ended=self._job_ended,
+                )
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, run_jobs: bool = True) -> None:
-        """Serve every imported model, settle jobs whose worker finished unwatched, and
-        (``run_jobs``) start running queued and interrupted imports."""
+    def start(self) -> None:
+        """Serve every imported model, and follow the records (an ``outcrop models import``
+        in a terminal adds models while the server runs; the runner resumes jobs)."""
         self.sync_models()
-        for job in self.db.jobs():
-            if job.status == IN_PROGRESS and not pid_alive(job.owner_pid):
-                work = Path(job.work_dir)
-                if (work / RESULT).exists() or (work / ERROR).exists():
-                    self.settle(job.job_id, None)
-        if run_jobs:
-            self.runner = ImportRunner(
-                self.db, self.settle, threads=self.threads, tick=self.sync_models
-            )
-            self.runner.start()
+        self._watcher = threading.Thread(target=self._watch, name="outcrop-imports", daemon=True)
+        self._watcher.start()
 
     def close(self) -> None:
-        if self.runner is not None:
-            self.runner.close()
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._closing.wait(SYNC_INTERVAL_S):
+            try:
+                self.sync_models()
+            except Exception:
+                log.exception("imported-model sync failed")
 
     # ------------------------------------------------------------------ ARNs
 
@@ -158,13 +172,12 @@ class ImportService:
         self,
         body: dict[str, Any],
         *,
-        owner_pid: int | None = None,
         source_label: str | None = None,
         source_sha256: str | None = None,
         weight_format: str | None = None,
     ) -> dict[str, Any]:
-        """Validate and queue an import. ``owner_pid`` (the CLI) runs it itself; the
-        server's runner takes it only if that process goes away."""
+        """Validate and queue an import (QUEUED: the server's runner, or :meth:`run_here`,
+        takes it)."""
         for member in ("jobName", "importedModelName", "roleArn", "modelDataSource"):
             if body.get(member) is None:
                 raise missing(member)
@@ -174,14 +187,14 @@ class ImportService:
             raise missing("modelDataSource.s3DataSource")
         if not s3.get("s3Uri"):
             raise missing("modelDataSource.s3DataSource.s3Uri")
-        job_name = pattern_value("jobName", body["jobName"], _JOB_NAME, 63)
-        model_name = pattern_value("importedModelName", body["importedModelName"], _MODEL_NAME, 63)
-        pattern_value("roleArn", body["roleArn"], _ROLE_ARN, 2048)
+        job_name = pattern("jobName", body["jobName"], _JOB_NAME, 63)
+        model_name = pattern("importedModelName", body["importedModelName"], _MODEL_NAME, 63)
+        pattern("roleArn", body["roleArn"], _ROLE_ARN, 2048)
         job_tags = _tags("jobTags", body.get("jobTags"))
         model_tags = _tags("importedModelTags", body.get("importedModelTags"))
         token = body.get("clientRequestToken")
         if token is not None:
-            pattern_value("clientRequestToken", token, _TOKEN, 256)
+            pattern("clientRequestToken", token, _TOKEN, 256)
             for job in self.db.jobs():
                 if job.client_request_token == token:
                     if job.job_name != job_name:
@@ -195,28 +208,27 @@ class ImportService:
             raise ConflictError(f"A model import job named {job_name} already exists.")
         self._check_name_free(model_name)
 
-        job_id, model_id = _new_id(), _new_id()
+        job_id, model_id = new_id(), new_id()
         work = self.jobs_dir / job_id
         work.mkdir(parents=True, exist_ok=True)
-        write_json(work / SPEC, {
+        job_files.write_json(work / job_files.SPEC, {
             "job_id": job_id, "model_name": model_name, "source_uri": uri,
             "source_sha256": source_sha256, "s3_endpoint_url": self.s3_endpoint_url,
             "data_dir": str(self.data_dir), "weight_format": fmt,
             "model_dir": str(self.models_dir / model_id), "threads": self.threads,
         })  # fmt: skip
-        now = time.time()
-        self.db.add_job(
-            ImportJobRecord(
-                job_id=job_id, job_arn=self._job_arn(job_id), job_name=job_name,
-                model_name=model_name, model_id=model_id, model_arn=self._model_arn(model_id),
-                client_request_token=token, role_arn=body["roleArn"], source_uri=uri,
-                source_label=source_label or uri, source_sha256=source_sha256,
-                weight_format=fmt, status=IN_PROGRESS, creation_time=now,
-                last_modified_time=now, progress={"phase": "queued"},
-                tags={"job": job_tags, "model": model_tags}, work_dir=str(work),
-                owner_pid=owner_pid,
-            )
-        )  # fmt: skip
+        with self.db.session() as s:
+            self.states.add(s, job_id, KIND, work_dir=str(work), progress={"phase": "queued"})
+            s.add(
+                ImportJobRecord(
+                    job_id=job_id, job_arn=self._job_arn(job_id), job_name=job_name,
+                    model_name=model_name, model_id=model_id,
+                    model_arn=self._model_arn(model_id), client_request_token=token,
+                    role_arn=body["roleArn"], source_uri=uri, source_label=source_label or uri,
+                    source_sha256=source_sha256, weight_format=fmt, creation_time=time.time(),
+                    tags={"job": job_tags, "model": model_tags},
+                )
+            )  # fmt: skip
         return {"jobArn": self._job_arn(job_id)}
 
     def _check_uri(self, uri: str) -> str:
@@ -246,10 +258,13 @@ class ImportService:
     def _check_name_free(self, name: str) -> None:
         if self.db.model(name) is not None:
             raise ConflictError(f"An imported model named {name} already exists.")
-        for job in self.db.jobs():
-            if job.status == IN_PROGRESS and job.model_name == name:
+        rows = self.states.many(j.job_id for j in self.db.jobs() if j.model_name == name)
+        for row in rows.values():
+            if row.state in ACTIVE:
+                job = self.db.job_by_id(row.job_id)
                 raise ConflictError(
-                    f"The model import job {job.job_name} is already importing a model named {name}."
+                    f"The model import job {job.job_name if job else row.job_id} is already "
+                    f"importing a model named {name}."
                 )
         card = self.catalog.get(name) or self.catalog.find_custom(name)
         if card is not None:
@@ -263,39 +278,45 @@ class ImportService:
             raise ResourceNotFoundError(f"Could not find model import job {identifier}.")
         return job
 
-    def job_details(self, job: ImportJobRecord) -> dict[str, Any]:
+    def job_details(self, job: ImportJobRecord, row: JobRow | None) -> dict[str, Any]:
+        status = job_status(row)
         out: dict[str, Any] = {
             "jobArn": job.job_arn,
             "jobName": job.job_name,
             "importedModelName": job.model_name,
             "roleArn": job.role_arn,
             "modelDataSource": {"s3DataSource": {"s3Uri": job.source_uri}},
-            "status": job.status,
+            "status": status,
             "creationTime": job.creation_time,
-            "lastModifiedTime": job.last_modified_time,
+            "lastModifiedTime": row.updated_at if row is not None else job.creation_time,
         }
-        if job.status == "Completed":
+        if status == "Completed":
             out["importedModelArn"] = job.model_arn
-        if job.failure_message:
-            out["failureMessage"] = job.failure_message[:2048]
-        if job.end_time:
-            out["endTime"] = job.end_time
+        if row is not None and row.failure_message:
+            out["failureMessage"] = row.failure_message[:2048]
+        elif status == "Failed":
+            out["failureMessage"] = "The import was stopped."
+        if row is not None and row.ended_at:
+            out["endTime"] = row.ended_at
         return out
 
     def get_model_import_job(self, identifier: str) -> dict[str, Any]:
-        return self.job_details(self._job(identifier))
+        job = self._job(identifier)
+        return self.job_details(job, self.states.get(job.job_id))
 
     def list_model_import_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
-        status = enum_value("statusEquals", q.get("statusEquals"), JOB_STATUSES)
-        enum_value("sortBy", q.get("sortBy"), ("CreationTime",))
-        order = enum_value("sortOrder", q.get("sortOrder"), ("Ascending", "Descending"))
+        status = enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
+        enum("sortBy", q.get("sortBy"), ("CreationTime",))
+        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending"))
         after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
         before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
         name = q.get("nameContains")
+        all_jobs = self.db.jobs()
+        rows = self.states.many(j.job_id for j in all_jobs)
         jobs = [
             j
-            for j in self.db.jobs()
-            if (status is None or j.status == status)
+            for j in all_jobs
+            if (status is None or job_status(rows.get(j.job_id)) == status)
             and (name is None or name.lower() in j.job_name.lower())
             and (after is None or j.creation_time > after)
             and (before is None or j.creation_time < before)
@@ -304,58 +325,47 @@ class ImportService:
         chunk, token = page(jobs, q.get("maxResults"), q.get("nextToken"))
         summaries = []
         for j in chunk:
-            s: dict[str, Any] = {
-                "jobArn": j.job_arn,
-                "jobName": j.job_name,
-                "status": j.status,
-                "lastModifiedTime": j.last_modified_time,
-                "creationTime": j.creation_time,
-                "importedModelName": j.model_name,
-            }
-            if j.status == "Completed":
-                s["importedModelArn"] = j.model_arn
-            if j.end_time:
-                s["endTime"] = j.end_time
-            summaries.append(s)
+            d = self.job_details(j, rows.get(j.job_id))
+            summaries.append(
+                {k: d[k] for k in ("jobArn", "jobName", "status", "lastModifiedTime",
+                                   "creationTime", "importedModelName", "importedModelArn",
+                                   "endTime") if k in d}
+            )  # fmt: skip
         out: dict[str, Any] = {"modelImportJobSummaries": summaries}
         if token:
             out["nextToken"] = token
         return out
 
-    def settle(self, job_id: str, exit_code: int | None) -> ImportJobRecord | None:
-        """A job whose worker ended: Completed with its model registered, or Failed."""
-        job = self.db.job_by_id(job_id)
-        if job is None or job.status != IN_PROGRESS:
-            return job
-        work = Path(job.work_dir)
-        result = read_json(work / RESULT)
-        if result is not None and Path(result["path"]).is_file():
-            model = ImportedModelRecord(
-                model_id=job.model_id, model_arn=job.model_arn, model_name=job.model_name,
-                job_id=job.job_id, source_uri=job.source_uri,
-                architecture=result["architecture"], family_hint=result.get("family_hint"),
-                instruct_supported=bool(result["instruct_supported"]),
-                context_length=int(result["context_length"]), path=result["path"],
-                size_bytes=int(result["size_bytes"]), weights=result.get("weights") or {},
-                model_dir=str(self.models_dir / job.model_id), creation_time=time.time(),
-                tags=(job.tags or {}).get("model") or [],
-            )  # fmt: skip
-            if self.db.complete(job_id, model):
-                self.register(model)
-                log.info("import %s: completed (%s)", job.job_name, job.model_name)
-            return self.db.job_by_id(job_id)
-        error = read_json(work / ERROR)
-        if error is not None:
-            message = str(error.get("message"))
-        else:
-            message = (
-                f"The import worker exited unexpectedly (exit code {exit_code}); its log is "
-                f"{work / 'worker.log'}."
-            )
-        discard(work)
-        self.db.fail(job_id, message)
-        log.info("import %s: failed: %s", job.job_name, message)
-        return self.db.job_by_id(job_id)
+    def _job_succeeded(self, row: JobRow, result: dict[str, Any]) -> None:
+        """The worker's result: the imported model is recorded and served (before the job
+        is marked SUCCEEDED; if this fails, the job fails instead)."""
+        job = self.db.job_by_id(row.job_id)
+        if job is None:
+            raise job_files.JobFailure("the import job's record is gone")
+        if not Path(str(result.get("path"))).is_file():
+            raise job_files.JobFailure("the import reported a model file that is missing")
+        conversion = result.get("conversion")
+        weights = dict(result.get("weights") or {})
+        if conversion:
+            weights["conversion"] = conversion
+        model = ImportedModelRecord(
+            model_id=job.model_id, model_arn=job.model_arn, model_name=job.model_name,
+            job_id=job.job_id, source_uri=job.source_uri,
+            architecture=result["architecture"], family_hint=result.get("family_hint"),
+            instruct_supported=bool(result["instruct_supported"]),
+            context_length=int(result["context_length"]), path=result["path"],
+            size_bytes=int(result["size_bytes"]), weights=weights,
+            model_dir=str(self.models_dir / job.model_id), creation_time=time.time(),
+            tags=(job.tags or {}).get("model") or [],
+        )  # fmt: skip
+        self.db.add_model(model)
+        self.register(model)
+        log.info("import %s: completed (%s)", job.job_name, job.model_name)
+
+    def _job_ended(self, row: JobRow) -> None:
+        """Failed (or stopped): nothing of the job's temporary files stays behind."""
+        if row.work_dir:
+            discard(Path(row.work_dir))
 
     # ------------------------------------------------------------------ imported models
 
@@ -381,8 +391,8 @@ class ImportService:
         return out
 
     def list_imported_models(self, q: dict[str, str | None]) -> dict[str, Any]:
-        enum_value("sortBy", q.get("sortBy"), ("CreationTime",))
-        order = enum_value("sortOrder", q.get("sortOrder"), ("Ascending", "Descending"))
+        enum("sortBy", q.get("sortBy"), ("CreationTime",))
+        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending"))
         after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
         before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
         name = q.get("nameContains")
@@ -504,25 +514,56 @@ class ImportService:
 
     # ------------------------------------------------------------------ the CLI's path
 
-    def run_here(self, job_arn: str, report: Any = None) -> ImportJobRecord:
-        """Run a job in this process (``outcrop models import``), then settle it."""
+    def run_here(self, job_arn: str, report: Any = None) -> dict[str, Any]:
+        """Run a QUEUED job in this process (``outcrop models import``) and settle it as
+        the runner would. If a server's runner took it first, follow it there instead."""
         from outcrop.imports.layout import ImportFailure
         from outcrop.imports.work import run_import
 
         job = self._job(job_arn)
-        work = Path(job.work_dir)
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        report = report or (lambda **_v: None)
+        if not self.states.transition(job.job_id, RUNNING, [QUEUED], attempts=1, owner=owner):
+            return self._follow(job, report)
+        work = self.jobs_dir / job.job_id
+
+        def progress(**values: Any) -> None:
+            report(**values)
+            if "phase" in values and "note" not in values:
+                self.states.set_progress(job.job_id, {"phase": values["phase"]})
+
+        message: str | None = None
         try:
-            result = run_import(work, report or (lambda **_v: None))
-            write_json(work / RESULT, result)
+            result = run_import(work, progress)
         except ImportFailure as exc:
-            write_json(work / ERROR, {"message": str(exc)})
+            message = str(exc)
         except KeyboardInterrupt:
-            write_json(work / ERROR, {"message": "The import was interrupted (Ctrl-C)."})
-            self.settle(job.job_id, None)
+            self._fail(job.job_id, "The import was interrupted (Ctrl-C).")
             raise
         except Exception as exc:
             log.exception("import failed")
-            write_json(work / ERROR, {"message": f"The import failed: {type(exc).__name__}: {exc}"})
-        settled = self.settle(job.job_id, None)
-        assert settled is not None
-        return settled
+            message = f"The import failed: {type(exc).__name__}: {exc}"
+        if message is None:
+            try:
+                self._job_succeeded(self.states.get(job.job_id), result)  # type: ignore[arg-type]
+                self.states.transition(job.job_id, SUCCEEDED, [RUNNING])
+            except Exception as exc:
+                self._fail(job.job_id, f"The import's result could not be kept: {exc}")
+        else:
+            self._fail(job.job_id, message)
+        return self.get_model_import_job(job.job_id)
+
+    def _fail(self, job_id: str, message: str) -> None:
+        if self.states.transition(job_id, FAILED, [RUNNING, QUEUED], failure_message=message):
+            row = self.states.get(job_id)
+            if row is not None:
+                self._job_ended(row)
+
+    def _follow(self, job: ImportJobRecord, report: Any) -> dict[str, Any]:
+        while True:
+            row = self.states.get(job.job_id)
+            if row is None or row.terminal:
+                return self.get_model_import_job(job.job_id)
+            if row.progress:
+                report(**row.progress)
+            time.sleep(0.5)
