@@ -506,3 +506,47 @@ def test_delete_waits_for_requests_in_flight_then_removes_everything(live):
     assert err["Code"] == "ResourceNotFoundException"
     err = error_of(lambda: ask(runtime, "deleteme", PROMPTS[0]))
     assert err["Code"] == "ValidationException"
+
+
+# --------------------------------------------------------------------------- durability
+
+
+def test_a_killed_server_resumes_the_import_on_restart(tmp_path):
+    """SIGKILL mid-import (the worker dies with it); the next server on the same data dir
+    resumes the job from its last phase and completes it."""
+    import signal
+
+    data = make_data_dir(tmp_path)
+    gguf = tmp_path / "resume.gguf"
+    shutil.copy(smol_gguf(), gguf)
+    first = start_server(tmp_path, "--data-dir", str(data))
+    try:
+        bedrock = first.client("bedrock")
+        arn = create(bedrock, "resumed", gguf.as_uri())
+        deadline = time.monotonic() + 300
+        phase = None
+        while time.monotonic() < deadline:  # Q4_1 -> Q8_0 and its quality gate take a while
+            from outcrop.db import Database
+            from outcrop.jobs.store import JobStore
+
+            row = JobStore(Database(data)).get(arn.rsplit("/", 1)[1])
+            phase = (row.progress or {}).get("phase") if row else None
+            if phase == "format":
+                break
+            time.sleep(0.2)
+        assert phase == "format", phase
+    finally:
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=30)
+    job_dir = data / "imports" / "jobs" / arn.rsplit("/", 1)[1]
+    assert (job_dir / "model" / "source.json").exists()  # the link phase's checkpoint
+
+    second = start_server(tmp_path, "--data-dir", str(data))
+    try:
+        bedrock, runtime = second.client("bedrock"), second.client("bedrock-runtime")
+        job = wait_job(bedrock, arn)
+        assert job["status"] == "Completed", job.get("failureMessage")
+        assert ask(runtime, "resumed", PROMPTS[0]) == ask(runtime, SMOL, PROMPTS[0])
+        assert not list((data / "imports" / "models").glob("*/.*.tmp-*"))
+    finally:
+        stop_server(second)

@@ -266,10 +266,9 @@ class _Manager:
 
 
 def _service_with_model(tmp_path: Path, running: int, wait: float):
+    from outcrop.db import Database
     from outcrop.imports.records import ImportedModelRecord
     from outcrop.service.imports import ImportService
-
-    from outcrop.db import Database
 
     catalog = Catalog()
     service = ImportService(

@@ -233,6 +233,7 @@ def choose_format(
         served = build / decided["file"] if decided.get("selected") == "converted" else gguf
         if served.is_file():
             return served, decided
+    converter.cleanup_partial(build)  # a quantizer killed mid-write (we own this folder)
     report(phase="format")
     try:
         served, weights = formats.choose_and_convert(
