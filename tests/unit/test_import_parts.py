@@ -348,3 +348,37 @@ def test_create_checks_names_uris_and_tokens_before_queueing(tmp_path):
         service.create_model_import_job({k: v for k, v in bad.items() if k != "modelDataSource"})
     summaries = service.list_model_import_jobs({})["modelImportJobSummaries"]
     assert [s["jobName"] for s in summaries] == ["j1"] and summaries[0]["status"] == "InProgress"
+
+
+def test_lmstudio_models_are_scanned(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / ".lmstudio" / "models" / "org" / "repo"
+    folder.mkdir(parents=True)
+    write_gguf(folder / "tiny.Q8_0.gguf")
+    write_gguf(folder / "mmproj-tiny.gguf")  # a vision projector is not a model
+    (found,) = sources.scan_lmstudio()
+    assert found.source == str(folder / "tiny.Q8_0.gguf") and found.architecture == "llama"
+
+
+def test_not_enough_disk_fails_before_writing_and_names_the_sizes(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from outcrop.imports import work
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(work.shutil, "disk_usage", lambda _p: usage(10 << 30, 0, 1 << 20))
+    layout = classify(hf_folder(tmp_path / "m"))
+    build = tmp_path / "build"
+    build.mkdir()
+    with pytest.raises(ImportFailure, match="Not enough disk space to convert the model"):
+        work.convert_hf(layout, build, {"data_dir": str(tmp_path)}, tmp_path, lambda **_v: None)
+    assert list(build.iterdir()) == []
+
+
+def test_enospc_while_writing_is_a_disk_full_message():
+    import errno
+
+    from outcrop.imports.work import _disk_failure
+
+    failure = _disk_failure(OSError(errno.ENOSPC, "No space left on device"), "downloading")
+    assert "disk filled up while downloading" in str(failure)
