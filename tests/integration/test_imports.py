@@ -341,8 +341,13 @@ def _check_round_trip(runtime, data: Path, name: str, hf_dir: Path) -> None:
     ppl_import = quality.perplexity(path, n_threads=1).value
     ppl_catalog = quality.perplexity(catalog_path, n_threads=1).value
     delta = 100 * (ppl_import - ppl_catalog) / ppl_catalog
+    orig, conv = weights.get("original") or {}, weights.get("converted") or {}
     print(
         f"\n{name}: served {path.name} ({weights.get('selected')}: {weights.get('reason')}); "
+        f"gate: {orig.get('format')} ppl {orig.get('perplexity')} -> {conv.get('format')} ppl "
+        f"{conv.get('perplexity')} ({conv.get('delta_pct')}%, bound {conv.get('bound_pct')}%, "
+        f"greedy agreement {conv.get('greedy_agreement')}, quantize {conv.get('convert_seconds')}s); "
+        f"conversion {weights.get('conversion')}; "
         f"perplexity {ppl_import:.4f} vs catalog {ppl_catalog:.4f} ({delta:+.3f}%)"
     )
     assert abs(delta) < 1.0
