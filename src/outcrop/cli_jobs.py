@@ -1,4 +1,5 @@
-"""``outcrop jobs list|show``: model customization jobs, read from the data directory.
+"""``outcrop jobs list|show``: customization and batch inference jobs, read from the data
+directory.
 
 Reads the same SQLite file the server writes, so it works while the server runs (and
 shows live progress with ``show --watch``) or after it stopped.
@@ -16,7 +17,12 @@ from outcrop.cli_support import CliError, settings_from_args
 
 _STYLE = {
     "InProgress": "yellow",
+    "Submitted": "yellow",
+    "Validating": "yellow",
+    "Scheduled": "yellow",
     "Completed": "green",
+    "PartiallyCompleted": "green",
+    "Expired": "red",
     "Failed": "red",
     "Stopping": "magenta",
     "Stopped": "magenta",
@@ -46,6 +52,36 @@ class _Jobs:
 
     def again(self, view: _View) -> _View:
         return _View(view.job, self.states.get(view.job.job_id) or view.row)
+
+    def batch(self) -> list[dict[str, Any]]:
+        """Batch inference jobs as GetModelInvocationJob shows them (live counts)."""
+        from outcrop.batch.records import BatchRecords
+        from outcrop.service.batch import batch_status
+
+        records = BatchRecords(self.records.db)
+        jobs = records.jobs()
+        rows = self.states.many(j.job_id for j in jobs)
+        out = []
+        for j in jobs:
+            row = rows.get(j.job_id)
+            live = row is not None and not row.terminal
+            counts = (row.progress if row else None) or {}
+            out.append(
+                {
+                    "jobArn": j.job_arn,
+                    "jobName": j.job_name,
+                    "status": batch_status(row, j),
+                    "modelId": j.model_id,
+                    "submitTime": j.submit_time,
+                    "totalRecordCount": counts.get("total") if live else j.total_records,
+                    "processedRecordCount": counts.get("processed")
+                    if live
+                    else j.processed_records,
+                    "errorRecordCount": counts.get("error") if live else j.error_records,
+                    "message": row.failure_message if row else None,
+                }
+            )
+        return out
 
 
 class _View:
@@ -84,9 +120,11 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    jobs = sorted(_Jobs(args).all(), key=lambda j: j.creation_time, reverse=True)
+    source = _Jobs(args)
+    jobs = sorted(source.all(), key=lambda j: j.creation_time, reverse=True)
+    batch = sorted(source.batch(), key=lambda j: j["submitTime"], reverse=True)
     if args.json:
-        print(json.dumps([_as_dict(j) for j in jobs], indent=2))
+        print(json.dumps([_as_dict(j) for j in jobs] + batch, indent=2))
         return 0
     table = Table(title="Model customization jobs")
     for col in ("Job", "Status", "Base model", "Custom model", "Created", "Progress"):
@@ -101,7 +139,24 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
             _when(j.creation_time),
             _progress_text(j),
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if batch:
+        bt = Table(title="Batch inference jobs")
+        for col in ("Job", "Status", "Model", "Submitted", "Records"):
+            bt.add_column(col, overflow="fold")
+        for b in batch:
+            done, total = b["processedRecordCount"] or 0, b["totalRecordCount"]
+            errors = b["errorRecordCount"] or 0
+            bt.add_row(
+                b["jobName"],
+                f"[{_STYLE.get(b['status'], '')}]{b['status']}[/]",
+                b["modelId"],
+                _when(b["submitTime"]),
+                f"{done}/{'?' if total is None else total}"
+                + (f" ({errors} errors)" if errors else ""),
+            )
+        console.print(bt)
     return 0
 
 

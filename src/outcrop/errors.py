@@ -61,6 +61,11 @@ class TooManyTagsError(OutcropError):
     status = 400
 
 
+class ServiceQuotaExceededError(OutcropError):
+    shape = "ServiceQuotaExceededException"
+    status = 400  # as the bedrock and bedrock-runtime models declare it
+
+
 class ThrottlingError(OutcropError):
     shape = "ThrottlingException"
     status = 429

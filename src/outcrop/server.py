@@ -11,9 +11,11 @@ from pathlib import Path
 from outcrop.api.admin import AdminApi
 from outcrop.api.app import OutcropApp
 from outcrop.api.auth import Authenticator
+from outcrop.api.batch import BatchApi
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
 from outcrop.api.imports import ImportApi
+from outcrop.api.guardrails import GuardrailsApi
 from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
@@ -27,7 +29,9 @@ from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
+from outcrop.service.batch import BatchService
 from outcrop.service.embeddings import EmbeddingService
+from outcrop.service.invoke import InvokeService
 from outcrop.service.runtime import RuntimeService
 from outcrop.settings import Settings
 
@@ -71,6 +75,7 @@ def engine_factory(settings: Settings):
             n_ctx_per_seq=min(settings.n_ctx, card.context_length),
             max_queue=settings.max_queue,
             prefill_chunk=settings.prefill_chunk,
+            background_share=settings.background_share,
             n_threads=settings.n_threads,
             gpu_layers=settings.gpu_layers,
             llama_log=settings.llama_log,
@@ -107,6 +112,16 @@ def _imports(settings, catalog, resolver, manager, db, runner):
     return service
 
 
+def _guardrails(settings, catalog, store, db):
+    from outcrop.guardrails.records import GuardrailStore
+    from outcrop.service.guardrails import EMBEDDING_MODEL, GuardrailService, StaticEmbedding
+
+    embed = StaticEmbedding(
+        store, catalog.get(EMBEDDING_MODEL), settings.data_dir / "cache" / "guardrails"
+    )
+    return GuardrailService(GuardrailStore(db), settings.region, settings.account_id, embed)
+
+
 def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
@@ -139,21 +154,30 @@ def build_server(settings: Settings) -> Server:
     metrics = Metrics(manager)
     runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
-    RuntimeApi(runtime, embeddings).register(router)
+    db = Database(settings.data_dir)
+    guardrails = _guardrails(settings, catalog, store, db)
+    invoker = InvokeService(runtime, embeddings)
+    RuntimeApi(runtime, embeddings, invoker, guardrails=guardrails).register(router)
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
-    db = Database(settings.data_dir)
     runner = JobRunner(JobStore(db))
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
     imports = _imports(settings, catalog, resolver, manager, db, runner)
     ImportApi(imports).register(router)
+    GuardrailsApi(guardrails).register(router)
+    batch = BatchService(
+        resolver, invoker, settings.data_dir, settings.region, settings.account_id, db, runner,
+        s3_endpoint_url=settings.s3_endpoint_url, concurrency=settings.max_batch,
+    )  # fmt: skip
+    BatchApi(batch).register(router)
     app = OutcropApp(router, authenticator, metrics)
     # Every job kind is registered by now; jobs start once the event loop runs (inline jobs
     # call the engines on it), resuming what a previous server left.
     app.on_startup.append(lambda: runner.start(asyncio.get_running_loop()))
-    app.on_shutdown.append(runner.close)
+    # Off the loop: inline jobs finish their step on it while the runner waits for them.
+    app.on_shutdown.append(lambda: asyncio.to_thread(runner.close))
     app.on_shutdown.append(imports.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)

@@ -58,13 +58,15 @@ def test_quick_bench_writes_every_field(tmp_path):
         "ttft_p99_vs_one_at_a_time",
         "single_stream_api_vs_raw",
     }
-    assert [t["id"] for t in model["targets"]] == ["P1", "P2", "P3", "P4", "L1", "L2"]
+    assert [t["id"] for t in model["targets"]] == [
+        "P1", "P2", "P3", "P4", "L1", "L2", "S1", "S2", "S3", "S4",
+    ]  # fmt: skip
     measured = {t["id"]: t for t in model["targets"] if t["value"] is not None}
     assert set(measured) == {"P1", "P2", "P3", "P4"}
     assert all(t["pass"] in (True, False) for t in measured.values())
     assert model["llama_server"] == {"skipped": "turned off (--llama-server off)"}
     for t in model["targets"]:
-        if t["id"] in ("L1", "L2"):  # a skipped baseline carries its reason, never a bare null
+        if t["id"][0] in "LS":  # a skipped baseline carries its reason, never a bare null
             assert t["pass"] is None and t["skipped"] == model["llama_server"]["skipped"]
     assert model["cost"]["output_usd_per_million_tokens"] > 0
 

@@ -50,7 +50,7 @@ def test_targets_report_pass_and_fail_without_asserting():
     }
     rows = report.targets(model, {"added_latency_p50_ms": 0.8})
     # L2 did not run (no llama-server p99): reported as None, not as a pass or a fail.
-    assert [r["pass"] for r in rows] == [True, False, True, True, False, None]
+    assert [r["pass"] for r in rows] == [True, False, True, True, False] + [None] * 5
     assert report.cost(3.6, 1000.0, None)["output_usd_per_million_tokens"] == 1.0
 
 
@@ -61,7 +61,22 @@ def test_targets_of_a_skipped_llama_server_carry_its_reason():
     }
     rows = {r["id"]: r for r in report.targets(model, None)}
     assert rows["P1"]["pass"] is True and "skipped" not in rows["P1"]
-    for tid in ("L1", "L2"):
+    for tid in ("L1", "L2", "S1", "S2", "S3", "S4"):
         assert rows[tid]["value"] is None and rows[tid]["pass"] is None
         assert rows[tid]["skipped"] == model["llama_server"]["skipped"]
     assert rows["P4"]["skipped"] == "the HTTP-layer phase did not run"
+
+
+def test_same_file_rows_compare_the_engines_on_the_served_file():
+    model = {
+        "ratios": {
+            "throughput_vs_llama_server": 1.53,
+            "throughput_vs_llama_server_same_file": 0.96,
+            "ttft_p50_vs_llama_server_same_file": 3.6,
+            "ttft_p99_vs_llama_server_same_file": 1.09,
+            "itl_p99_vs_llama_server_same_file": 1.49,
+        }
+    }
+    rows = {r["id"]: r for r in report.targets(model, None)}
+    assert rows["L1"]["pass"] is True  # the format choice alone wins on the shipped file
+    assert [rows[s]["pass"] for s in ("S1", "S2", "S3", "S4")] == [False] * 4

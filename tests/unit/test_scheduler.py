@@ -169,3 +169,41 @@ def test_no_preemption_while_slots_are_free_or_nothing_interactive_waits():
     assert sched.preempt() == []
     sched.add(seq(3))
     assert sched.preempt() == []  # a free slot is there for it
+
+
+def test_interactive_prompts_get_the_prefill_budget_before_background_ones():
+    sched = Scheduler(n_slots=4, max_step_tokens=100, prefill_chunk=64)
+    decoding = seq(4)
+    sched.add(decoding)
+    sched.schedule()
+    start_decoding(decoding)
+    b = bg(300)
+    sched.add(b)
+    sched.schedule()  # b is admitted first and starts its prefill
+    assert b.status is Status.PREFILL
+    b.n_prefilled = 64
+    i = seq(300)
+    sched.add(i)
+    entries = {e.seq: e for e in sched.schedule()}
+    assert len(entries[i].tokens) == 64 and b not in entries  # the chunk went to i first
+
+
+def test_background_work_is_capped_while_interactive_work_runs_and_uncapped_when_idle():
+    sched = Scheduler(n_slots=8, max_step_tokens=512, prefill_chunk=64, background_share=0.25)
+    backs = [bg(5) for _ in range(8)]
+    for b in backs:
+        sched.add(b)
+    sched.schedule()
+    assert len(sched.running) == 8  # idle: background may use every slot
+    for b in backs:
+        start_decoding(b)
+        b.generated = [7]
+    i = seq(4)
+    sched.add(i)
+    victims = sched.preempt()
+    assert len(victims) == 6  # down to the cap of 2 (25% of 8)
+    sched.schedule()
+    assert sum(1 for s in sched.running if s.background) == 2 and i in sched.running
+    sched.finish(i)
+    sched.schedule()  # interactive work gone: background takes every slot again
+    assert sum(1 for s in sched.running if s.background) == 8

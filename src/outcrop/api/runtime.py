@@ -4,6 +4,7 @@ CountTokens. Parsing and meaning live in ``outcrop.service``; this module only f
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -28,9 +29,17 @@ from outcrop.service.converse import (
 from outcrop.service.dialects import dialect_for
 from outcrop.service.dialects.base import InvokeContext
 from outcrop.service.embeddings import EmbeddingService
+from outcrop.service.guarded import (
+    GuardSession,
+    converse_guard_config,
+    converse_input_blocks,
+    invoke_guard_headers,
+    invoke_input_blocks,
+)
+from outcrop.service.guardrails import GuardrailService
 from outcrop.service.invoke import InvokeService
-from outcrop.service.runtime import Prepared, RuntimeService
-from outcrop.service.types import ChatResult, TextDelta
+from outcrop.service.runtime import RuntimeService
+from outcrop.service.types import ChatRequest, ChatResult, StreamEnd, StreamEvent, TextDelta
 
 log = logging.getLogger("outcrop.api")
 
@@ -71,10 +80,12 @@ class RuntimeApi:
         service: RuntimeService,
         embeddings: EmbeddingService | None = None,
         invoker: InvokeService | None = None,
+        guardrails: GuardrailService | None = None,
     ) -> None:
         self.service = service
         self.embeddings = embeddings
         self.invoker = invoker or InvokeService(service, embeddings)
+        self.guardrails = guardrails
 
     def register(self, router: Router) -> None:
         router.add("POST", "/model/{modelId}/converse", self.converse, "Converse")
@@ -90,46 +101,100 @@ class RuntimeApi:
         )
         router.add("POST", "/model/{modelId}/count-tokens", self.count_tokens, "CountTokens")
 
+    # -- guardrails -------------------------------------------------------------------
+    async def _guard(self, found: tuple[str, ...] | None) -> GuardSession | None:
+        if found is None:
+            return None
+        if self.guardrails is None:
+            raise ValidationError("Guardrails are not available on this server.")
+        identifier, version, trace, mode = found[:4]
+        guardrail = await asyncio.to_thread(self.guardrails.resolve, identifier, version)
+        return GuardSession(self.guardrails, guardrail, trace, mode)
+
+    async def _guard_input(
+        self, guard: GuardSession | None, model_id: str, request: ChatRequest, blocks
+    ) -> bool:
+        """Check the input; True when it is blocked (the model is then never called)."""
+        if guard is None:
+            return False
+        self.service.resolver.resolve(model_id)  # an unknown model is still an error
+        return await guard.screen(request, blocks)
+
     # -- Converse ---------------------------------------------------------------------
     async def converse(self, call: Call) -> Response:
-        request = parse_converse(call.json())
-        prepared = await self.service.prepare(call.labels["modelId"], request)
-        result = await until_disconnect(call.request, self.service.complete(prepared))
-        return json_response(converse_response(result), call.request_id)
+        body = call.json()
+        request = parse_converse(body)
+        guard = await self._guard(converse_guard_config(body, stream=False))
+        model_id = call.labels["modelId"]
+        if await self._guard_input(guard, model_id, request, converse_input_blocks(body)):
+            assert guard is not None
+            result = guard.blocked_input_result()
+        else:
+            prepared = await self.service.prepare(model_id, request)
+            result = await until_disconnect(call.request, self.service.complete(prepared))
+            if guard is not None:
+                result = await guard.guard_result(result)
+        out = converse_response(result)
+        if guard is not None and (trace := guard.converse_trace()) is not None:
+            out["trace"] = trace
+        return json_response(out, call.request_id)
 
     async def converse_stream(self, call: Call) -> Response:
-        request = parse_converse(call.json())
-        prepared = await self.service.prepare(call.labels["modelId"], request)
+        body = call.json()
+        request = parse_converse(body)
+        guard = await self._guard(converse_guard_config(body, stream=True))
+        model_id = call.labels["modelId"]
+        if await self._guard_input(guard, model_id, request, converse_input_blocks(body)):
+            assert guard is not None
+            events = _blocked_events(guard.blocked_input_result())
+        else:
+            prepared = await self.service.prepare(model_id, request)
+            events = self.service.stream(prepared)
+            if guard is not None:
+                events = guard.guard_stream(events, prepared.events.aclose, prepared.input_tokens)
         return StreamingResponse(
-            self._converse_frames(prepared),
+            self._converse_frames(events, guard),
             media_type=CONTENT_TYPE,
             headers={"x-amzn-RequestId": call.request_id},
         )
 
-    async def _converse_frames(self, prepared: Prepared) -> AsyncIterator[bytes]:
+    async def _converse_frames(
+        self, events: AsyncIterator[StreamEvent], guard: GuardSession | None = None
+    ) -> AsyncIterator[bytes]:
         yield event_frame(*stream_message_start())
         text_started = False
         try:
-            async for event in self.service.stream(prepared):
+            async for event in events:
                 if isinstance(event, TextDelta):
                     text_started = True
                     yield event_frame(*stream_text_delta(0, event.text))
                 else:
-                    for frame in stream_finish(event.result, text_started=text_started):
+                    frames = stream_finish(event.result, text_started=text_started)
+                    trace = guard.converse_trace() if guard is not None else None
+                    if trace is not None:
+                        frames[-1][1]["trace"] = trace  # the metadata event carries it
+                    for frame in frames:
                         yield event_frame(*frame)
         except Exception as exc:
             yield _stream_error(exc, _CONVERSE_STREAM_SHAPES)
 
     # -- InvokeModel ------------------------------------------------------------------
     async def invoke(self, call: Call) -> Response:
+        model_id = call.labels["modelId"]
+        body = call.json()
+        found = invoke_guard_headers(call.request.headers, body)
+        guard = await self._guard(found)
         done = await until_disconnect(
-            call.request, self.invoker.invoke(call.labels["modelId"], call.json(), call.request_id)
+            call.request,
+            self.invoker.invoke(
+                model_id, body, call.request_id, guard=guard, tag_suffix=found[4] if found else None
+            ),
         )
         headers = {
             "X-Amzn-Bedrock-Input-Token-Count": str(done.input_tokens),
             "X-Amzn-Bedrock-Invocation-Latency": str(done.latency_ms),
         }
-        if not self.invoker.is_embedding(call.labels["modelId"]):
+        if not self.invoker.is_embedding(model_id):
             headers["X-Amzn-Bedrock-Output-Token-Count"] = str(done.output_tokens)
         return json_response(done.body, call.request_id, headers=headers)
 
@@ -142,19 +207,36 @@ class RuntimeApi:
             )
         resolved = self.service.resolve(model_id)
         dialect = dialect_for(resolved.dialect_id)
-        request = dialect.parse(call.json())
-        prepared = await self.service.prepare(resolved, request)
-        ctx = InvokeContext(call.request_id, model_id, prepared.input_tokens)
+        body = call.json()
+        found = invoke_guard_headers(call.request.headers, body)
+        guard = await self._guard(found)
+        request = dialect.parse(body)
+        blocks = invoke_input_blocks(request, found[4]) if found else []
+        events: AsyncIterator[StreamEvent]
+        if await self._guard_input(guard, model_id, request, blocks):
+            assert guard is not None
+            blocked = guard.blocked_input_result()
+            blocked.stop_reason = "end_turn"
+            events = _blocked_events(blocked)
+            ctx = InvokeContext(call.request_id, model_id, 0)
+        else:
+            prepared = await self.service.prepare(resolved, request)
+            ctx = InvokeContext(call.request_id, model_id, prepared.input_tokens)
+            events = self.service.stream(prepared)
+            if guard is not None:
+                events = guard.guard_stream(events, prepared.events.aclose, prepared.input_tokens)
 
         async def frames() -> AsyncIterator[bytes]:
             try:
                 for chunk in dialect.stream_start(ctx):
                     yield chunk_frame(chunk)
-                async for event in self.service.stream(prepared):
+                async for event in events:
                     if isinstance(event, TextDelta):
                         for chunk in dialect.stream_delta(event.text, ctx):
                             yield chunk_frame(chunk)
                     else:
+                        if event.result.stop_reason == "guardrail_intervened":
+                            event.result.stop_reason = "end_turn"
                         closing = dialect.stream_end(event.result, ctx)
                         if closing:
                             closing[-1] = {
@@ -163,6 +245,8 @@ class RuntimeApi:
                                     event.result
                                 ),
                             }
+                            if guard is not None:
+                                closing[-1].update(guard.invoke_keys())
                         for chunk in closing:
                             yield chunk_frame(chunk)
             except Exception as exc:
@@ -201,6 +285,12 @@ class RuntimeApi:
             raise ValidationError("input must hold exactly one of invokeModel or converse.")
         n = await self.service.count_tokens(resolved, request)
         return json_response({"inputTokens": n}, call.request_id)
+
+
+async def _blocked_events(result: ChatResult) -> AsyncIterator[StreamEvent]:
+    """The stream of a blocked input: the blocked message, then the end (no generation)."""
+    yield TextDelta(result.text)
+    yield StreamEnd(result)
 
 
 def _invoke_body(invoke: Any) -> dict[str, Any]:

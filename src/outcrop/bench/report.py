@@ -79,7 +79,8 @@ def cost(price_per_hour: float, output_tps: float, input_tps: float | None) -> d
 
 
 def targets(model: dict[str, Any], http: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """P1-P4, L1-L2, reported, never asserted.
+    """P1-P4, L1-L2 (llama-server on the shipped file), S1-S4 (on the served file), reported,
+    never asserted.
 
     ``value`` None means the phase did not run; such a row says why in ``skipped``.
     """
@@ -89,7 +90,7 @@ def targets(model: dict[str, Any], http: dict[str, Any] | None) -> list[dict[str
     def row(tid: str, what: str, goal: str, value: Any, ok: bool | None) -> dict[str, Any]:
         out = {"id": tid, "what": what, "target": goal, "value": value, "pass": ok}
         if value is None:
-            if tid.startswith("L") and llama_skipped:
+            if tid[0] in "LS" and llama_skipped:
                 out["skipped"] = llama_skipped
             elif tid == "P4" and http is None:
                 out["skipped"] = "the HTTP-layer phase did not run"
@@ -103,6 +104,10 @@ def targets(model: dict[str, Any], http: dict[str, Any] | None) -> list[dict[str
     p4 = http["added_latency_p50_ms"] if http else None
     l1 = r.get("throughput_vs_llama_server")
     l2 = r.get("ttft_p99_vs_llama_server")
+    s1 = r.get("throughput_vs_llama_server_same_file")
+    s2 = r.get("ttft_p50_vs_llama_server_same_file")
+    s3 = r.get("ttft_p99_vs_llama_server_same_file")
+    s4 = r.get("itl_p99_vs_llama_server_same_file")
     return [
         row("P1", "aggregate tokens/s vs engine ceiling (a)", ">= 0.95x", p1,
             None if p1 is None else p1 >= 0.95),
@@ -116,6 +121,15 @@ def targets(model: dict[str, Any], http: dict[str, Any] | None) -> list[dict[str
             None if l1 is None else l1 >= 1.5),
         row("L2", "p99 TTFT vs llama-server", "<= 1.0x", l2,
             None if l2 is None else l2 <= 1.0),
+        # The same file outcrop serves: the engine against the engine, no format choice.
+        row("S1", "aggregate tokens/s vs llama-server, same file", ">= 1.0x", s1,
+            None if s1 is None else s1 >= 1.0),
+        row("S2", "p50 TTFT vs llama-server, same file", "<= 1.0x", s2,
+            None if s2 is None else s2 <= 1.0),
+        row("S3", "p99 TTFT vs llama-server, same file", "<= 1.0x", s3,
+            None if s3 is None else s3 <= 1.0),
+        row("S4", "p99 ITL vs llama-server, same file", "<= 1.0x", s4,
+            None if s4 is None else s4 <= 1.0),
     ]  # fmt: skip
 
 
@@ -160,9 +174,10 @@ def print_report(report: dict[str, Any]) -> None:
             t.add_row("(b) --parallel 1", *_load_cells(b), _fmt(ratio(b["output_tokens_per_s"],
                       srv["output_tokens_per_s"])))  # fmt: skip
         ls = res.get("llama_server")
-        if ls and "skipped" not in ls:
-            t.add_row(f"llama-server ({ls['model_file']})", *_load_cells(ls),
-                      _fmt(ratio(ls["output_tokens_per_s"], srv["output_tokens_per_s"])))  # fmt: skip
+        for other in (ls, res.get("llama_server_served")):
+            if other and "skipped" not in other:
+                t.add_row(f"llama-server ({other['model_file']})", *_load_cells(other),
+                          _fmt(ratio(other["output_tokens_per_s"], srv["output_tokens_per_s"])))  # fmt: skip
         a = res.get("engine_ceiling")
         if a:
             t.add_row("(a) engine ceiling", _fmt(a["tokens_per_s"]), *["-"] * 6,

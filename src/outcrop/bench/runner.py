@@ -153,7 +153,13 @@ class Bench:
                 res["one_at_a_time"] = report.summarize_load(load)
                 res["one_at_a_time"]["peak_rss_bytes"] = srv.peak_rss()
         if o.baselines and o.llama_server != "off":
-            res["llama_server"] = self._llama_server(card, n_ctx_per_seq)
+            shipped = self.store.original_path(card) or self.store.ensure(card)
+            res["llama_server"] = self._llama_server(card, n_ctx_per_seq, shipped)
+            if "skipped" not in res["llama_server"]:
+                if path == shipped:
+                    res["llama_server"]["same_file"] = True
+                else:  # the engine comparison: llama-server on the very file outcrop serves
+                    res["llama_server_served"] = self._llama_server(card, n_ctx_per_seq, path)
         elif o.baselines:
             res["llama_server"] = {"skipped": "turned off (--llama-server off)"}
         self._ratios(res, bandwidth)
@@ -193,8 +199,10 @@ class Bench:
             "model_bytes": tensor_bytes,
         }
 
-    def _llama_server(self, card: ModelCard, n_ctx_per_seq: int) -> dict[str, Any]:
-        """llama.cpp's llama-server on the *shipped* file, same clients, same load."""
+    def _llama_server(
+        self, card: ModelCard, n_ctx_per_seq: int, model_file: Path
+    ) -> dict[str, Any]:
+        """llama.cpp's llama-server on ``model_file``, same clients, same load."""
         o = self.opts
         cache = self.data_dir / "cache"
         try:
@@ -207,11 +215,12 @@ class Bench:
             detail = getattr(exc, "stderr", b"") or b""
             _say(f"llama-server baseline skipped: {exc}")
             return {"skipped": f"could not build llama-server: {exc} {detail[-300:]!r}"}
-        shipped = self.store.original_path(card) or self.store.ensure(card)
+        shipped = model_file
         body = llama_server.chat_body(o.prompt, o.max_tokens, card.default_system)
         with llama_server.LlamaServer(
             binary, shipped, parallel=o.parallel, n_ctx_per_seq=n_ctx_per_seq,
-            threads=o.threads, log_path=self.log_dir / f"{safe_name(card.model_id)}-llama-server.log",
+            threads=o.threads,
+            log_path=self.log_dir / f"{safe_name(card.model_id)}-llama-server-{shipped.stem}.log",
         ) as ls:  # fmt: skip
             _say(f"llama-server --parallel {o.parallel} on {shipped.name}: the same load")
             asyncio.run(llama_server.run_load(ls.url, {**body, "max_tokens": 4}, 1, 1))
@@ -230,6 +239,15 @@ class Bench:
                 srv["output_tokens_per_s"], ls["output_tokens_per_s"]
             )
             r["ttft_p99_vs_llama_server"] = report.ratio(srv["ttft_p99_ms"], ls["ttft_p99_ms"])
+        same = res.get("llama_server_served") or (ls if ls and ls.get("same_file") else None)
+        if same:
+            for key, field in (
+                ("throughput_vs_llama_server_same_file", "output_tokens_per_s"),
+                ("ttft_p50_vs_llama_server_same_file", "ttft_p50_ms"),
+                ("ttft_p99_vs_llama_server_same_file", "ttft_p99_ms"),
+                ("itl_p99_vs_llama_server_same_file", "itl_p99_ms"),
+            ):
+                r[key] = report.ratio(srv[field], same[field])
         if "engine_ceiling" in res:
             r["throughput_vs_ceiling"] = report.ratio(
                 srv["output_tokens_per_s"], res["engine_ceiling"]["tokens_per_s"]

@@ -17,6 +17,7 @@ from outcrop.service.dialects import dialect_for
 from outcrop.service.dialects.base import InvokeContext
 from outcrop.service.embed_dialects import embed_dialect_for
 from outcrop.service.embeddings import EmbeddingService
+from outcrop.service.guarded import GuardSession, invoke_input_blocks
 from outcrop.service.runtime import RuntimeService
 
 
@@ -38,18 +39,40 @@ class InvokeService:
         return self.embeddings is not None and self.embeddings.is_embedding_model(model_id)
 
     async def invoke(
-        self, model_id: str, body: dict[str, Any], request_id: str, *, background: bool = False
+        self,
+        model_id: str,
+        body: dict[str, Any],
+        request_id: str,
+        *,
+        background: bool = False,
+        guard: GuardSession | None = None,
+        tag_suffix: str | None = None,
     ) -> Invocation:
+        """``guard``: a guardrail around the call (InvokeModel's guardrail headers); a blocked
+        input is answered with its message in the family's native body, no model call."""
         if self.is_embedding(model_id):
             return await self._embed(model_id, body, request_id)
         resolved = self.runtime.resolve(model_id)
         dialect = dialect_for(resolved.dialect_id)
         request = dialect.parse(body)
+        if guard is not None:
+            if await guard.screen(request, invoke_input_blocks(request, tag_suffix)):
+                result = guard.blocked_input_result()
+                result.stop_reason = "end_turn"  # native bodies have no guardrail reason
+                out = dialect.response(result, InvokeContext(request_id, model_id, 0))
+                return Invocation({**out, **guard.invoke_keys()}, 0, 0, 0)
         prepared = await self.runtime.prepare(resolved, request, background=background)
         result = await self.runtime.complete(prepared)
+        if guard is not None:
+            result = await guard.guard_result(result)
+            if result.stop_reason == "guardrail_intervened":
+                result.stop_reason = "end_turn"
         ctx = InvokeContext(request_id, model_id, prepared.input_tokens)
+        out = dialect.response(result, ctx)
+        if guard is not None:
+            out.update(guard.invoke_keys())
         return Invocation(
-            dialect.response(result, ctx),
+            out,
             result.usage.input_tokens,
             result.usage.output_tokens,
             result.latency_ms,

@@ -43,6 +43,7 @@ class EngineConfig:
     max_queue: int = 64
     max_step_tokens: int = 512
     prefill_chunk: int = 64
+    background_share: float = 1.0
     n_threads: int | None = None
     gpu_layers: int = 0
     llama_log: bool = False
@@ -65,7 +66,10 @@ class LlamaCppEngine(TextEngine):
         )
         self.n_ctx_per_seq = self.model.n_ctx_per_seq
         self._scheduler = Scheduler(
-            self.config.slots, self.config.max_step_tokens, self.config.prefill_chunk
+            self.config.slots,
+            self.config.max_step_tokens,
+            self.config.prefill_chunk,
+            self.config.background_share,
         )
         self._batch = ll.llama_batch_init(self.config.max_step_tokens, 0, 1)
         self._inbox: queue.SimpleQueue[tuple[str, Sequence]] = queue.SimpleQueue()

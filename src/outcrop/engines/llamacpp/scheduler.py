@@ -28,7 +28,17 @@ class StepEntry:
 
 
 class Scheduler:
-    def __init__(self, n_slots: int, max_step_tokens: int, prefill_chunk: int) -> None:
+    def __init__(
+        self,
+        n_slots: int,
+        max_step_tokens: int,
+        prefill_chunk: int,
+        background_share: float = 1.0,
+    ) -> None:
+        self.n_slots = n_slots
+        # Background sequences a step may carry while interactive ones run: each one makes
+        # every step longer, so interactive time-to-first-token pays for them.
+        self.background_cap = max(1, int(n_slots * background_share))
         self.waiting: deque[Sequence] = deque()
         self.waiting_background: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -42,13 +52,25 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.waiting_background or self.running)
 
-    def preempt(self) -> list[tuple[Sequence, int]]:
-        """Background sequences that yield their slots to waiting interactive ones.
+    def _interactive_active(self) -> bool:
+        return bool(self.waiting) or any(not s.background for s in self.running)
 
-        The most recently admitted go first (least work lost); they wait at the head of
-        the background queue. Returns (sequence, slot) so the engine clears that KV.
+    def _background_room(self) -> int:
+        """How many more background sequences may run now."""
+        n_bg = sum(1 for s in self.running if s.background)
+        if not self._interactive_active():
+            return self.n_slots - n_bg
+        return self.background_cap - n_bg
+
+    def preempt(self) -> list[tuple[Sequence, int]]:
+        """Background sequences that yield their slots to interactive ones.
+
+        Enough to give every waiting interactive sequence a slot, and to bring background
+        work down to its cap while interactive work runs. The most recently admitted go
+        first (least work lost); they wait at the head of the background queue. Returns
+        (sequence, slot) so the engine clears that KV.
         """
-        need = len(self.waiting) - len(self.free_slots)
+        need = max(len(self.waiting) - len(self.free_slots), -self._background_room(), 0)
         victims: list[tuple[Sequence, int]] = []
         if need <= 0:
             return victims
@@ -66,6 +88,8 @@ class Scheduler:
     def _admit(self) -> None:
         for queue in (self.waiting, self.waiting_background):
             while queue and self.free_slots:
+                if queue is self.waiting_background and self._background_room() <= 0:
+                    break
                 seq = queue.popleft()
                 seq.slot = self.free_slots.pop()
                 seq.status = Status.PREFILL
@@ -85,7 +109,8 @@ class Scheduler:
         # while others decode, so running streams never stall behind them.
         budget = self.max_step_tokens - n_decode
         long_budget = self.prefill_chunk if n_decode else budget
-        for seq in self.running:
+        # Interactive prompts get the prefill budget before background ones.
+        for seq in sorted(self.running, key=lambda s: s.background):
             if budget <= 0:
                 break
             if seq.status is not Status.PREFILL:
