@@ -14,8 +14,8 @@ from outcrop.api.auth import Authenticator
 from outcrop.api.batch import BatchApi
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
-from outcrop.api.imports import ImportApi
 from outcrop.api.guardrails import GuardrailsApi
+from outcrop.api.imports import ImportApi
 from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
