@@ -443,3 +443,23 @@ def test_answers_satisfy_botocore_output_shapes(tmp_path):
     assert set(summary) <= set(job_shape.members) and set(job_shape.required_members) <= set(
         summary
     )
+
+
+def test_mapped_s3_sources_stay_inside_their_bucket(tmp_path):
+    from outcrop.imports.work import fetch
+
+    bucket = tmp_path / "s3" / "models"
+    hf_folder(bucket / "good")
+    outside = hf_folder(tmp_path / "elsewhere")
+    (bucket / "sneaky").symlink_to(outside, target_is_directory=True)
+    spec = {"data_dir": str(tmp_path), "s3_endpoint_url": None}
+    assert fetch({**spec, "source_uri": "s3://models/good/"}, tmp_path, lambda **_v: None) == (
+        bucket / "good"
+    )
+    for uri, message in (
+        ("s3://models/sneaky/", "resolves outside its bucket"),
+        ("s3://models/a/../../x/", "escapes its bucket"),
+        ("s3://models/missing/", "does not exist"),
+    ):
+        with pytest.raises(ImportFailure, match=message):
+            fetch({**spec, "source_uri": uri}, tmp_path, lambda **_v: None)
