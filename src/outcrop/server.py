@@ -162,10 +162,12 @@ def build_server(settings: Settings) -> Server:
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
     runner = JobRunner(JobStore(db))
-    customization = _customization(settings, catalog, resolver, store, manager, db, runner)
-    CustomizationApi(customization).register(router)
+    # Imported models first: a custom model may be trained on one, and is served again
+    # at start only if its base is known.
     imports = _imports(settings, catalog, resolver, manager, db, runner)
     ImportApi(imports).register(router)
+    customization = _customization(settings, catalog, resolver, store, manager, db, runner)
+    CustomizationApi(customization).register(router)
     GuardrailsApi(guardrails).register(router)
     batch = BatchService(
         resolver, invoker, settings.data_dir, settings.region, settings.account_id, db, runner,

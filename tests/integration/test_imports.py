@@ -229,6 +229,32 @@ def test_duplicate_names_and_bad_uris_are_refused(live):
     assert not bedrock.list_imported_models(nameContains="x-model")["modelSummaries"]
 
 
+def test_an_imported_model_is_a_base_for_customization(live):
+    server, tmp, _, _ = live
+    bedrock, runtime = server.client("bedrock"), server.client("bedrock-runtime")
+    base_arn = bedrock.get_imported_model(modelIdentifier="my-smol")["modelArn"]
+    rows = [{"input": f"Pebble the purple armadillo is outcrop's mascot ({i})."} for i in range(8)]
+    data = tmp / "cpt" / "train.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    arn = bedrock.create_model_customization_job(
+        jobName="on-imported", customModelName="smol-tuned", roleArn=ROLE,
+        baseModelIdentifier=base_arn, customizationType="CONTINUED_PRE_TRAINING",
+        trainingDataConfig={"s3Uri": data.as_uri()},
+        outputDataConfig={"s3Uri": (tmp / "cpt" / "out").as_uri()},
+        hyperParameters={"epochCount": "1", "batchSize": "8", "maxSequenceLength": "64"},
+    )["jobArn"]  # fmt: skip
+    deadline = time.monotonic() + 600
+    while (job := bedrock.get_model_customization_job(jobIdentifier=arn))["status"] == "InProgress":
+        assert time.monotonic() < deadline, job
+        time.sleep(1)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    assert job["baseModelArn"] == base_arn
+    assert bedrock.get_custom_model(modelIdentifier="smol-tuned")["baseModelArn"] == base_arn
+    assert ask(runtime, "smol-tuned", PROMPTS[0])
+    bedrock.delete_custom_model(modelIdentifier="smol-tuned")
+
+
 def _bad_sources(tmp: Path) -> dict[str, tuple[Path, str]]:
     root = tmp / "bad"
     root.mkdir()
