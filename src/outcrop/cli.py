@@ -1,4 +1,4 @@
-"""``outcrop`` command line: serve, models list/pull/rm/show, credentials, bench."""
+"""``outcrop`` command line: serve, models list/pull/rm/show, jobs, kb, credentials, bench."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def cmd_models_ps(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"Loaded models ({endpoint})")
-    for col in ("model", "memory", "running", "waiting", "slots/batch", "idle"):
+    for col in ("model", "memory", "running", "waiting", "slots/batch", "idle", "prompt cache"):
         table.add_column(col)
     for m in models:
         table.add_row(
@@ -170,11 +170,23 @@ def cmd_models_ps(args: argparse.Namespace) -> int:
             str(m.get("waiting", "")),
             str(m.get("slots", m.get("max_batch", ""))),
             f"{m.get('idleSeconds', 0):.0f}s",
+            _prompt_cache_cell(m),
         )
     if not models:
         table.caption = "nothing loaded"
     Console().print(table)
     return 0
+
+
+def _prompt_cache_cell(m: dict) -> str:
+    """Hit tokens, hits/misses, evictions and host bytes of a model's prefix cache."""
+    if not m.get("prefix_cache"):
+        return "off" if "prefix_cache" in m else ""
+    return (
+        f"{m.get('cache_hit_tokens', 0)} tok hit, {m.get('cache_hits', 0)}/"
+        f"{m.get('cache_misses', 0)} hit/miss, {m.get('cache_evictions', 0)} evicted, "
+        f"{_human(m.get('cache_bytes'))} in {m.get('cache_entries', 0)} entries"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -193,6 +205,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_alive=args.keep_alive,
         weight_format=args.weight_format,
         gpu_layers=args.gpu_layers,
+        prompt_cache_mb=args.prompt_cache_mb,
     )
     if args.alias:
         # --alias flags come first: they win over aliases from the environment / config file.
@@ -439,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-loaded-models", type=int, default=None, help="models loaded at once")
     p.add_argument("--memory-budget-mb", type=int, default=None, help="memory for loaded models")
     p.add_argument(
+        "--prompt-cache-mb", type=int, default=None,
+        help="host memory for saved prompt prefixes (KV), shared by all models; "
+        "0 turns prefix reuse off (default: 1/16 of RAM, at most 4096)",
+    )  # fmt: skip
+    p.add_argument(
         "--format",
         dest="weight_format",
         type=_format_arg,
@@ -498,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     from outcrop.cli_jobs import add_parsers as add_jobs_parsers
 
     add_jobs_parsers(sub, common)
+
+    from outcrop.cli_kb import add_parsers as add_kb_parsers
+
+    add_kb_parsers(sub, common)
 
     p = sub.add_parser("credentials", parents=[common], help="print export lines for clients")
     p.add_argument("--endpoint", default=None, help="endpoint URL (default: from settings)")

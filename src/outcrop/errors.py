@@ -99,3 +99,15 @@ class InternalServerError(OutcropError):
 class UnknownOperationError(OutcropError):
     shape = "UnknownOperationException"
     status = 404
+
+
+def with_service_status(error: OutcropError, statuses: dict[str, int]) -> OutcropError:
+    """``error`` with the HTTP status its shape has in one service's botocore model.
+
+    One class per shape, but the status belongs to the service: ConflictException is 400
+    in bedrock and 409 in bedrock-agent; ServiceQuotaExceededException 400 or 402.
+    """
+    status = statuses.get(error.shape)
+    if status is not None:
+        error.status = status
+    return error

@@ -8,7 +8,7 @@ pays for counters and histogram observations.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from outcrop.models.manager import ModelManager
 
@@ -30,14 +30,63 @@ class _EngineCollector:
         memory = GaugeMetricFamily(
             "outcrop_model_memory_bytes", "Measured memory of a loaded model", labels=["model"]
         )
+        cache = _PrefixCacheFamilies()
         for item in self.manager.loaded():
             stats = item.engine.stats()
             running.add_metric([item.card.model_id], stats.running)
             queued.add_metric([item.card.model_id], stats.waiting)
             memory.add_metric([item.card.model_id], item.memory_bytes)
+            if getattr(stats, "prefix_cache", False):
+                cache.add(item.card.model_id, stats)
         yield running
         yield queued
         yield memory
+        yield from cache.families()
+
+
+class _PrefixCacheFamilies:
+    """Prefix-cache figures per model, read from the engines at scrape time."""
+
+    def __init__(self) -> None:
+        model = ["model"]
+        self.hit_tokens = CounterMetricFamily(
+            "outcrop_prefix_cache_hit_tokens",
+            "Prompt tokens served from the prefix cache",
+            labels=model,
+        )
+        self.hits = CounterMetricFamily(
+            "outcrop_prefix_cache_hits", "Requests that reused a cached prefix", labels=model
+        )
+        self.misses = CounterMetricFamily(
+            "outcrop_prefix_cache_misses", "Requests that found no cached prefix", labels=model
+        )
+        self.evictions = CounterMetricFamily(
+            "outcrop_prefix_cache_evictions", "Saved prefixes evicted (LRU or TTL)", labels=model
+        )
+        self.computed = CounterMetricFamily(
+            "outcrop_prompt_tokens_computed", "Prompt tokens run through the model", labels=model
+        )
+        self.bytes = GaugeMetricFamily(
+            "outcrop_prefix_cache_bytes", "Host memory held by saved prefixes", labels=model
+        )
+        self.entries = GaugeMetricFamily(
+            "outcrop_prefix_cache_entries", "Saved prefixes held in host memory", labels=model
+        )
+
+    def add(self, model: str, stats) -> None:  # noqa: ANN001 - EngineStats
+        self.hit_tokens.add_metric([model], stats.cache_hit_tokens)
+        self.hits.add_metric([model], stats.cache_hits)
+        self.misses.add_metric([model], stats.cache_misses)
+        self.evictions.add_metric([model], stats.cache_evictions)
+        self.computed.add_metric([model], stats.prompt_tokens_computed)
+        self.bytes.add_metric([model], stats.cache_bytes)
+        self.entries.add_metric([model], stats.cache_entries)
+
+    def families(self):
+        return [
+            self.hit_tokens, self.hits, self.misses, self.evictions,
+            self.computed, self.bytes, self.entries,
+        ]  # fmt: skip
 
 
 class Metrics:

@@ -50,6 +50,10 @@ class Server:
 
 
 def engine_factory(settings: Settings):
+    from outcrop.engines.prompt_cache import PromptCache, default_capacity_mb
+
+    mb = settings.prompt_cache_mb
+    prompt_cache = PromptCache((default_capacity_mb() if mb is None else mb) * 2**20)
     if settings.bench_instant_engine:
         from outcrop.bench.instant_engine import InstantEngine
 
@@ -79,6 +83,7 @@ def engine_factory(settings: Settings):
             n_threads=settings.n_threads,
             gpu_layers=settings.gpu_layers,
             llama_log=settings.llama_log,
+            prompt_cache=prompt_cache,
         )
         return LlamaCppEngine(card.model_id, path, config)
 
@@ -109,6 +114,28 @@ def _imports(settings, catalog, resolver, manager, db, runner):
         delete_wait_s=settings.import_delete_wait_s,
     )  # fmt: skip
     service.start()  # serves imported models (the runner resumes interrupted imports)
+    return service
+
+
+def _knowledge(settings, embeddings, runtime, router, db, runner):
+    """Knowledge bases: bedrock-agent's control plane and bedrock-agent-runtime."""
+    from outcrop.api.agent import AgentApi
+    from outcrop.api.agent_runtime import AgentRuntimeApi
+    from outcrop.service.kb_documents import KnowledgeDocuments
+    from outcrop.service.kb_jobs import IngestionJobs
+    from outcrop.service.kb_runtime import KnowledgeRuntime
+    from outcrop.service.kb_stores import KnowledgeStores
+    from outcrop.service.knowledge import KnowledgeService
+
+    stores = KnowledgeStores(settings.data_dir / "knowledge", embeddings)
+    service = KnowledgeService(
+        settings.data_dir, stores, db, runner, settings.region, settings.account_id,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )  # fmt: skip
+    jobs = IngestionJobs(service)
+    runner.register(jobs.kind())
+    AgentApi(service, jobs, KnowledgeDocuments(service)).register(router)
+    AgentRuntimeApi(KnowledgeRuntime(service, runtime)).register(router)
     return service
 
 
@@ -174,10 +201,13 @@ def build_server(settings: Settings) -> Server:
         s3_endpoint_url=settings.s3_endpoint_url, concurrency=settings.max_batch,
     )  # fmt: skip
     BatchApi(batch).register(router)
+    knowledge = _knowledge(settings, embeddings, runtime, router, db, runner)
     app = OutcropApp(router, authenticator, metrics)
     # Every job kind is registered by now; jobs start once the event loop runs (inline jobs
     # call the engines on it), resuming what a previous server left.
     app.on_startup.append(lambda: runner.start(asyncio.get_running_loop()))
+    app.on_startup.append(knowledge.start)
+    app.on_shutdown.append(knowledge.close)  # ends running syncs first, resumable
     # Off the loop: inline jobs finish their step on it while the runner waits for them.
     app.on_shutdown.append(lambda: asyncio.to_thread(runner.close))
     app.on_shutdown.append(imports.close)

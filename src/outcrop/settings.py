@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     background_share: float = Field(0.25, ge=0.0, le=1.0)
     """While interactive requests run, the share of a model's slots that background work
     (batch records, async invokes) may keep; at least one slot. 1.0 = no cap."""
+    prompt_cache_mb: int | None = Field(None, ge=0)
+    """Host memory for saved prompt prefixes (KV state), shared by all loaded models;
+    0 turns prefix reuse off; None = 1/16 of this machine's RAM, at most 4096."""
     gpu_layers: int = Field(0, ge=-1)
     """Layers llama.cpp offloads to a GPU (-1 = all); needs a llama-cpp-python built with
     CUDA / Metal / Vulkan (``CMAKE_ARGS="-DGGML_CUDA=on" pip install ...``)."""

@@ -75,7 +75,10 @@ def test_stream_text_equals_non_stream_text(client):
     assert text == plain.choices[0].message.content
     finish, usage = chunks[-2], chunks[-1]
     assert finish.choices[0].finish_reason == plain.choices[0].finish_reason
-    assert usage.choices == [] and usage.usage == plain.usage
+    assert usage.choices == [] and usage.usage.prompt_tokens == plain.usage.prompt_tokens
+    assert usage.usage.completion_tokens == plain.usage.completion_tokens
+    # The same prompt again: the prefix cache served all but its last token.
+    assert usage.usage.prompt_tokens_details.cached_tokens == plain.usage.prompt_tokens - 1
 
 
 def test_stream_without_include_usage_has_no_usage_chunk(client):

@@ -234,7 +234,12 @@ def test_chat_completion_body():
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 3,
+            "total_tokens": 13,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
     }
     assert (
         chat_completion(result(stop="max_tokens"), Envelope("m"))["choices"][0]["finish_reason"]

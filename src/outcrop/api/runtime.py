@@ -39,7 +39,14 @@ from outcrop.service.guarded import (
 from outcrop.service.guardrails import GuardrailService
 from outcrop.service.invoke import InvokeService
 from outcrop.service.runtime import RuntimeService
-from outcrop.service.types import ChatRequest, ChatResult, StreamEnd, StreamEvent, TextDelta
+from outcrop.service.types import (
+    ChatRequest,
+    ChatResult,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 
 log = logging.getLogger("outcrop.api")
 
@@ -65,13 +72,30 @@ def _stream_error(exc: BaseException, allowed: set[str] | None = None) -> bytes:
     return exception_frame(shape, message)
 
 
+def _invocation_headers(usage: Usage, latency_ms: int) -> dict[str, str]:
+    headers = {
+        "X-Amzn-Bedrock-Input-Token-Count": str(usage.uncached_input_tokens),
+        "X-Amzn-Bedrock-Output-Token-Count": str(usage.output_tokens),
+        "X-Amzn-Bedrock-Invocation-Latency": str(latency_ms),
+    }
+    if usage.cache_points:
+        headers["X-Amzn-Bedrock-Cache-Read-Input-Token-Count"] = str(usage.cache_read_tokens)
+        headers["X-Amzn-Bedrock-Cache-Write-Input-Token-Count"] = str(usage.cache_write_tokens)
+    return headers
+
+
 def _invocation_metrics(result: ChatResult) -> dict[str, int]:
-    return {
-        "inputTokenCount": result.usage.input_tokens,
-        "outputTokenCount": result.usage.output_tokens,
+    usage = result.usage
+    metrics = {
+        "inputTokenCount": usage.uncached_input_tokens,
+        "outputTokenCount": usage.output_tokens,
         "invocationLatency": result.latency_ms,
         "firstByteLatency": result.first_token_ms,
     }
+    if usage.cache_points:
+        metrics["cacheReadInputTokenCount"] = usage.cache_read_tokens
+        metrics["cacheWriteInputTokenCount"] = usage.cache_write_tokens
+    return metrics
 
 
 class RuntimeApi:
@@ -190,12 +214,13 @@ class RuntimeApi:
                 model_id, body, call.request_id, guard=guard, tag_suffix=found[4] if found else None
             ),
         )
-        headers = {
-            "X-Amzn-Bedrock-Input-Token-Count": str(done.input_tokens),
-            "X-Amzn-Bedrock-Invocation-Latency": str(done.latency_ms),
-        }
-        if not self.invoker.is_embedding(model_id):
-            headers["X-Amzn-Bedrock-Output-Token-Count"] = str(done.output_tokens)
+        if done.usage is not None:
+            headers = _invocation_headers(done.usage, done.latency_ms)
+        else:  # an embedding model: no output tokens
+            headers = {
+                "X-Amzn-Bedrock-Input-Token-Count": str(done.input_tokens),
+                "X-Amzn-Bedrock-Invocation-Latency": str(done.latency_ms),
+            }
         return json_response(done.body, call.request_id, headers=headers)
 
     async def invoke_stream(self, call: Call) -> Response:

@@ -14,6 +14,15 @@ FinishReason = Literal["eos", "length", "stop"]
 
 
 @dataclass
+class CachePoint:
+    """The prompt's first ``position`` tokens form a prefix to keep cached."""
+
+    position: int
+    ttl: float | None = None
+    """Seconds the entry lives after its last use (None: until evicted)."""
+
+
+@dataclass
 class GenerationRequest:
     """Tokens in, sampling controls. ``temperature == 0`` means greedy and deterministic."""
 
@@ -30,6 +39,9 @@ class GenerationRequest:
     # requests leave free, yields them at the next step when one arrives, and never
     # counts against the interactive queue limit.
     background: bool = False
+    # Explicit cache points (Bedrock cachePoint, Anthropic cache_control): prefixes the
+    # engine should keep in its prompt cache. Reuse of any cached prefix is automatic.
+    cache_points: list[CachePoint] = field(default_factory=list)
 
 
 @dataclass
@@ -46,6 +58,10 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     stop_sequence: str | None = None
+    cached_tokens: int = 0
+    """Prompt tokens taken from the prefix cache instead of being computed."""
+    stored_tokens: int = 0
+    """Length of the longest explicit cache point prefix this request wrote to the cache."""
 
 
 EngineEvent = TextChunk | Finished
@@ -61,6 +77,18 @@ class EngineStats:
     tokens_generated: int
     background: int = 0  # background sequences held (running or waiting)
     preemptions: int = 0  # background sequences that yielded a slot, in total
+    prefix_cache: bool = False
+    prompt_tokens: int = 0
+    """Prompt tokens of admitted requests."""
+    prompt_tokens_computed: int = 0
+    """Prompt tokens actually run through the model (the rest came from the cache)."""
+    cache_hit_tokens: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_entries: int = 0
+    cache_bytes: int = 0
+    """Host memory held by this model's prompt-cache entries."""
+    cache_evictions: int = 0
 
 
 class TextEngine(ABC):
@@ -139,6 +167,11 @@ class EmbeddingEngine(ABC):
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Tokens the model would read for ``text`` untruncated, special tokens included."""
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each of ``text``'s tokens, special tokens excluded (chunking
+        counts tokens with the model's own tokenizer). Engines without one raise."""
+        raise NotImplementedError
 
     @abstractmethod
     async def embed(self, texts: Sequence[str], *, truncate: Truncate = "NONE") -> EmbeddingOutput:

@@ -111,6 +111,13 @@ class SentenceTransformerEngine(EmbeddingEngine):
     def count_tokens(self, text: str) -> int:
         return len(self._content_ids([text])[0]) + len(self._prefix) + len(self._suffix)
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        with self._tokenizer_lock:
+            encoded = self._tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
+        return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
+
     def _prepare(self, texts: Sequence[str], truncate: Truncate) -> list[list[int]]:
         room = self.max_tokens - len(self._prefix) - len(self._suffix)
         out = []

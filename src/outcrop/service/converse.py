@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from outcrop.errors import ValidationError
+from outcrop.service.cache_points import TTLS, CacheMarks
 from outcrop.service.fields import Obj, Style, read_sampling
 from outcrop.service.types import (
     ChatRequest,
@@ -32,8 +33,11 @@ StreamEvent = tuple[str, dict[str, Any]]
 # client learns the model lacks the modality rather than getting an answer that ignored it.
 _MEDIA_BLOCKS = ("image", "document", "video", "audio")
 # Blocks that carry no meaning for generation here; accepted and skipped like Bedrock
-# does for models without caching/reasoning support.
-_IGNORED_BLOCKS = ("cachePoint", "reasoningContent")
+# does for models without reasoning support.
+_IGNORED_BLOCKS = ("reasoningContent",)
+CACHE_POINT_FIRST = (
+    "The cachePoint block at {where} must come after the content it caches, not first."
+)
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 MUST_ALTERNATE = (
@@ -77,11 +81,13 @@ def parse_converse_like(body: dict[str, Any]) -> ChatRequest:
 def _parse(body: Any, *, style: Style, nova: bool) -> ChatRequest:
     root = Obj.of(body, (), style)
     request = ChatRequest()
-    request.system = _parse_system(root)
-    request.messages = _parse_messages(root)
+    marks = request.cache
+    request.system = _parse_system(root, marks)
+    request.messages = _parse_messages(root, marks)
     request.sampling = _parse_inference(root, nova=nova)
-    request.tools, request.tool_choice = _parse_tool_config(root)
+    request.tools, request.tool_choice = _parse_tool_config(root, marks)
     request.output_schema = _parse_output_config(root)
+    marks.check()
     if not root.has("toolConfig") and any(m.tool_calls or m.tool_results for m in request.messages):
         raise ValidationError(TOOL_CONFIG_REQUIRED)
     return request
@@ -108,7 +114,17 @@ def _parse_output_config(root: Obj) -> dict[str, Any] | None:
     return schema
 
 
-def _parse_system(root: Obj) -> str | None:
+def cache_point(block: Obj, marks: CacheMarks, place: str, *, first: bool) -> str:
+    """A ``cachePoint`` block, validated; returns the marker to leave where it falls."""
+    if first:
+        raise ValidationError(CACHE_POINT_FIRST.format(where=_dotted(block)))
+    point = block.obj("cachePoint", required=True)
+    assert point is not None
+    point.string("type", required=True, choices=("default",))
+    return marks.add(point.string("ttl", choices=TTLS), place)
+
+
+def _parse_system(root: Obj, marks: CacheMarks) -> str | None:
     texts: list[str] = []
     for block in root.objs("system"):
         if block.has("text"):
@@ -116,7 +132,9 @@ def _parse_system(root: Obj) -> str | None:
         elif block.has("guardContent"):
             texts.append(_guard_text(block.obj("guardContent", required=True)))
         elif block.has("cachePoint"):
-            continue
+            texts[-1:] = [
+                (texts[-1] if texts else "") + cache_point(block, marks, "system", first=not texts)
+            ]
         else:
             raise block.fail(
                 None, "SystemContentBlock must set exactly one of text, guardContent, cachePoint"
@@ -133,7 +151,7 @@ def _guard_text(guard: Obj | None) -> str:
     return text.string("text", required=True) or ""
 
 
-def _parse_messages(root: Obj) -> list[Message]:
+def _parse_messages(root: Obj, marks: CacheMarks) -> list[Message]:
     entries = root.objs("messages", required=True, non_empty=True)
     messages: list[Message] = []
     seen_tool_ids: set[str] = set()
@@ -146,11 +164,24 @@ def _parse_messages(root: Obj) -> list[Message]:
         message = Message(role=role)  # type: ignore[arg-type]
         texts: list[str] = []
         for block in entry.objs("content", required=True, non_empty=True):
+            if [k for k, v in block.data.items() if v is not None] == ["cachePoint"]:
+                _message_cache_point(block, message, texts, marks)
+                continue
             _parse_block(block, message, texts, seen_tool_ids)
         message.text = "\n".join(texts)
         seen_tool_ids.update(call.id for call in message.tool_calls)
         messages.append(message)
     return messages
+
+
+def _message_cache_point(block: Obj, message: Message, texts: list[str], marks: CacheMarks) -> None:
+    has_tools = bool(message.tool_calls or message.tool_results)
+    marker = cache_point(block, marks, "messages", first=not (texts or has_tools))
+    if has_tools:
+        # Tool blocks render after the message's text: the point closes the message.
+        message.cache_marker += marker
+    else:
+        texts[-1] += marker
 
 
 def _parse_block(block: Obj, message: Message, texts: list[str], seen: set[str]) -> None:
@@ -253,7 +284,7 @@ def _parse_inference(root: Obj, *, nova: bool) -> SamplingParams:
     return params
 
 
-def _parse_tool_config(root: Obj) -> tuple[list[ToolSpec], ToolChoice | None]:
+def _parse_tool_config(root: Obj, marks: CacheMarks) -> tuple[list[ToolSpec], ToolChoice | None]:
     config = root.obj("toolConfig")
     if config is None:
         return [], None
@@ -262,6 +293,8 @@ def _parse_tool_config(root: Obj) -> tuple[list[ToolSpec], ToolChoice | None]:
         spec = entry.obj("toolSpec")
         if spec is None:
             if entry.has("cachePoint"):
+                marker = cache_point(entry, marks, "tools", first=not tools)
+                tools[-1].cache_marker += marker
                 continue
             raise entry.fail(None, "only toolSpec tools are supported by this model")
         name = spec.string("name", required=True) or ""
@@ -314,12 +347,19 @@ def content_blocks(result: ChatResult) -> list[dict[str, Any]]:
     return blocks
 
 
-def usage_body(usage: Usage) -> dict[str, int]:
-    return {
-        "inputTokens": usage.input_tokens,
+def usage_body(usage: Usage) -> dict[str, Any]:
+    """``TokenUsage``. With cache points, ``inputTokens`` excludes cache reads and writes
+    (and ``totalTokens`` includes them), as Bedrock reports prompt caching."""
+    body: dict[str, Any] = {
+        "inputTokens": usage.uncached_input_tokens,
         "outputTokens": usage.output_tokens,
         "totalTokens": usage.total_tokens,
     }
+    if usage.cache_points:
+        body["cacheReadInputTokens"] = usage.cache_read_tokens
+        body["cacheWriteInputTokens"] = usage.cache_write_tokens
+        body["cacheDetails"] = [{"ttl": t, "inputTokens": n} for t, n in usage.cache_details]
+    return body
 
 
 def converse_response(result: ChatResult) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from outcrop.service.embed_dialects import embed_dialect_for
 from outcrop.service.embeddings import EmbeddingService
 from outcrop.service.guarded import GuardSession, invoke_input_blocks
 from outcrop.service.runtime import RuntimeService
+from outcrop.service.types import Usage
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Invocation:
     output_tokens: int
     latency_ms: int
     first_token_ms: int | None = None
+    usage: Usage | None = None
+    """A text model's usage (cache reads and writes included); None for embeddings."""
 
 
 class InvokeService:
@@ -77,6 +80,7 @@ class InvokeService:
             result.usage.output_tokens,
             result.latency_ms,
             result.first_token_ms,
+            result.usage,
         )
 
     async def converse(

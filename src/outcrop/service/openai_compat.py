@@ -24,7 +24,7 @@ from outcrop.service.dialects.ai21 import (
     parse_chat_tools,
 )
 from outcrop.service.fields import Obj, read_sampling
-from outcrop.service.types import ChatRequest, ChatResult, SamplingParams, ToolCall
+from outcrop.service.types import ChatRequest, ChatResult, SamplingParams, ToolCall, Usage
 
 ROLES = ("system", "user", "assistant", "tool")
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for /v1/completions
@@ -221,6 +221,15 @@ class Envelope:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
 
+def usage_object(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage: ``cached_tokens`` counts every prompt token the prefix cache
+    served, automatic reuse included."""
+    return {
+        **chat_usage(usage),
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
 def tool_call_objects(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
     return [
         {
@@ -243,7 +252,7 @@ def chat_completion(result: ChatResult, env: Envelope) -> dict[str, Any]:
         "logprobs": None,
         "finish_reason": finish_reason(result.stop_reason),
     }
-    return {**env.body("chat.completion"), "choices": [choice], "usage": chat_usage(result.usage)}
+    return {**env.body("chat.completion"), "choices": [choice], "usage": usage_object(result.usage)}
 
 
 def chat_chunk(
@@ -285,7 +294,7 @@ def chat_stream_end(
 
 
 def usage_chunk(env: Envelope, obj: str, result: ChatResult) -> dict[str, Any]:
-    return {**env.body(obj), "choices": [], "usage": chat_usage(result.usage)}
+    return {**env.body(obj), "choices": [], "usage": usage_object(result.usage)}
 
 
 def completion(result: ChatResult, env: Envelope) -> dict[str, Any]:
@@ -295,7 +304,7 @@ def completion(result: ChatResult, env: Envelope) -> dict[str, Any]:
         "logprobs": None,
         "finish_reason": finish_reason(result.stop_reason),
     }
-    return {**env.body("text_completion"), "choices": [choice], "usage": chat_usage(result.usage)}
+    return {**env.body("text_completion"), "choices": [choice], "usage": usage_object(result.usage)}
 
 
 def completion_chunk(

@@ -49,7 +49,7 @@ def _message_text(message: Message) -> str:
         parts.append(json.dumps({"tool_call": {"name": call.name, "input": call.input}}))
     for result in message.tool_results:
         parts.append(f"Result of tool call {result.tool_use_id}: {result.content}")
-    return "\n".join(parts)
+    return "\n".join(parts) + message.cache_marker
 
 
 def render_chat(request: ChatRequest, template: str, bos: str, eos: str) -> Prompt:

@@ -10,13 +10,26 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from outcrop.engines.base import EngineEvent, Finished, GenerationRequest, TextChunk, TextEngine
+from outcrop.engines.base import (
+    CachePoint,
+    EngineEvent,
+    Finished,
+    GenerationRequest,
+    TextChunk,
+    TextEngine,
+)
 from outcrop.errors import ValidationError
 from outcrop.metering import Metrics
 from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
 from outcrop.models.resolve import ModelResolver, ResolvedModel
-from outcrop.service.prompt import build_prompt
+from outcrop.service.cache_points import (
+    cache_usage,
+    engine_points,
+    strip_markers,
+    token_positions,
+)
+from outcrop.service.prompt import Prompt, build_prompt
 from outcrop.service.tools import ToolPlan, parse_tool_call, plan_output, plan_tools
 from outcrop.service.types import ChatRequest, ChatResult, StreamEnd, StreamEvent, TextDelta, Usage
 
@@ -36,6 +49,8 @@ class Prepared:
     implicit_stops: list[str]
     started: float
     tool_plan: ToolPlan | None = None
+    cache_points: list[CachePoint] | None = None
+    """The request's explicit cache points (None: it set none)."""
 
 
 class RuntimeService:
@@ -62,7 +77,8 @@ class RuntimeService:
 
     def _tokens(
         self, card: ModelCard, engine: TextEngine, request: ChatRequest, extra_system: str = ""
-    ):
+    ) -> tuple[Prompt, list[int], list[CachePoint] | None]:
+        """The prompt, its tokens, and where the request's cache points fall in them."""
         if request.prompt is None:
             system = request.system if request.system is not None else card.default_system
             if extra_system:
@@ -76,11 +92,19 @@ class RuntimeService:
             engine.eos_text,
             completion_only=card.chat_template == "completion",
         )
-        return prompt, engine.tokenize(prompt.text, add_special=prompt.add_special)
+        if not request.cache.ttls:
+            return prompt, engine.tokenize(prompt.text, add_special=prompt.add_special), None
+        text, offsets = strip_markers(prompt.text)
+        prompt = replace(prompt, text=text)
+        tokens = engine.tokenize(text, add_special=prompt.add_special)
+        positions = token_positions(
+            text, offsets, tokens, lambda t: engine.tokenize(t, add_special=prompt.add_special)
+        )
+        return prompt, tokens, engine_points(positions, request.cache.ttls, len(tokens))
 
     async def count_tokens(self, model_id: str | ResolvedModel, request: ChatRequest) -> int:
         card, engine = await self._engine_for(model_id)
-        _, tokens = self._tokens(card, engine, request, _extra_system(request))
+        _, tokens, _ = self._tokens(card, engine, request, _extra_system(request))
         return len(tokens)
 
     async def prepare(
@@ -96,7 +120,7 @@ class RuntimeService:
         output_plan = None if tool_plan else plan_output(request)
         plan = tool_plan or output_plan
         extra = plan.system_addition if plan else ""
-        prompt, tokens = self._tokens(card, engine, request, extra)
+        prompt, tokens, points = self._tokens(card, engine, request, extra)
         s = request.sampling
         room = engine.n_ctx_per_seq - len(tokens)
         if room <= 1:
@@ -118,6 +142,7 @@ class RuntimeService:
             else list(s.stop) + [x for x in prompt.implicit_stops if x not in s.stop],
             grammar=plan.grammar if plan else None,
             background=background,
+            cache_points=points or [],
         )
         events = engine.generate(gen)
         return Prepared(
@@ -128,6 +153,7 @@ class RuntimeService:
             prompt.implicit_stops,
             started,
             tool_plan,
+            points,
         )
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[StreamEvent]:
@@ -204,11 +230,21 @@ class RuntimeService:
         stop_sequence = fin.stop_sequence
         if stop_sequence is not None and stop_sequence in prepared.implicit_stops:
             reason, stop_sequence = "end_turn", None
+        cache = cache_usage(prepared.cache_points or [], fin.cached_tokens, fin.stored_tokens)
+        usage = Usage(
+            fin.prompt_tokens,
+            fin.completion_tokens,
+            cache_read_tokens=cache.read,
+            cache_write_tokens=cache.write,
+            cached_tokens=cache.cached,
+            cache_points=prepared.cache_points is not None,
+            cache_details=cache.details,
+        )
         # The text arrives as deltas; complete() joins them, streams never need it here.
         return ChatResult(
             text="",
             stop_reason=reason,  # type: ignore[arg-type]
-            usage=Usage(fin.prompt_tokens, fin.completion_tokens),
+            usage=usage,
             stop_sequence=stop_sequence,
             latency_ms=_ms_since(prepared.started),
             first_token_ms=first_ms or _ms_since(prepared.started),

@@ -104,7 +104,7 @@ def _describe(tools: list[ToolSpec], forced: bool) -> str:
             "description": tool.description,
             "input_schema": tool.input_schema,
         }
-        lines.append(json.dumps(spec, ensure_ascii=False))
+        lines.append(json.dumps(spec, ensure_ascii=False) + tool.cache_marker)
     call = 'To call a tool, reply with only a JSON object: {"name": "<tool name>", "input": {<arguments>}}.'
     if forced:
         lines.append(call + " You must call a tool now.")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from outcrop.service.cache_points import CacheMarks
+
 Role = Literal["user", "assistant"]
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
@@ -37,6 +39,8 @@ class Message:
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_results: list[ToolResult] = field(default_factory=list)
+    cache_marker: str = ""
+    """A cache point closing the message after its tool blocks."""
 
 
 @dataclass
@@ -44,6 +48,8 @@ class ToolSpec:
     name: str
     description: str
     input_schema: dict[str, Any]
+    cache_marker: str = ""
+    """A cache point right after this tool (see ``outcrop.service.cache_points``)."""
 
 
 @dataclass
@@ -84,16 +90,35 @@ class ChatRequest:
     # Structured output: the answer must be JSON valid against this schema (enforced by
     # grammar-constrained decoding), as Converse outputConfig / OpenAI response_format ask.
     output_schema: dict[str, Any] | None = None
+    # Explicit cache points; their markers sit in the texts above where each falls.
+    cache: CacheMarks = field(default_factory=CacheMarks)
 
 
 @dataclass
 class Usage:
     input_tokens: int = 0
+    """Every prompt token, cached or not."""
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    """Prompt tokens read from the cache at explicit cache points (Bedrock's sense)."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the cache at explicit cache points."""
+    cached_tokens: int = 0
+    """Prompt tokens reused from the prefix cache, cache points or not (OpenAI's sense)."""
+    cache_points: bool = False
+    """The request set explicit cache points: the cache fields are reported (maybe 0)."""
+    cache_details: list[tuple[str, int]] = field(default_factory=list)
+    """Written tokens per TTL label ("1h", "5m")."""
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Bedrock's ``inputTokens`` under prompt caching: the prompt minus cache reads
+        and writes (read + write + uncached = the whole prompt)."""
+        return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
 
 
 @dataclass

@@ -26,9 +26,11 @@ from outcrop.engines.base import (
     TextEngine,
 )
 from outcrop.engines.llamacpp.model import ContextConfig, LlamaModel
+from outcrop.engines.llamacpp.prefix import PrefixReuse, weights_identity
 from outcrop.engines.llamacpp.sampler import GrammarError, Sampler
 from outcrop.engines.llamacpp.scheduler import Scheduler, StepEntry
 from outcrop.engines.llamacpp.sequence import Sequence, Status
+from outcrop.engines.prompt_cache import PromptCache
 from outcrop.errors import InternalServerError, ThrottlingError, ValidationError
 
 
@@ -47,6 +49,8 @@ class EngineConfig:
     n_threads: int | None = None
     gpu_layers: int = 0
     llama_log: bool = False
+    prompt_cache: PromptCache | None = None
+    """The server's host prompt cache; None or an empty budget turns prefix reuse off."""
 
 
 class LlamaCppEngine(TextEngine):
@@ -65,11 +69,18 @@ class LlamaCppEngine(TextEngine):
             ),
         )
         self.n_ctx_per_seq = self.model.n_ctx_per_seq
+        self._prefix = PrefixReuse(
+            self.model,
+            self.config.slots,
+            self.config.prompt_cache,
+            weights_identity(model_id, path),
+        )
         self._scheduler = Scheduler(
             self.config.slots,
             self.config.max_step_tokens,
             self.config.prefill_chunk,
             self.config.background_share,
+            place=lambda seq, free: self._prefix.place(seq, free, self._scheduler.running),
         )
         self._batch = ll.llama_batch_init(self.config.max_step_tokens, 0, 1)
         self._inbox: queue.SimpleQueue[tuple[str, Sequence]] = queue.SimpleQueue()
@@ -100,6 +111,8 @@ class LlamaCppEngine(TextEngine):
         return self.model.token_text(self.model.eos_token)
 
     def stats(self) -> EngineStats:
+        p = self._prefix
+        held = p.cache.stats(p.owner) if p.cache is not None else None
         return EngineStats(
             running=len(self._scheduler.running),
             waiting=self._n_queued,
@@ -109,6 +122,15 @@ class LlamaCppEngine(TextEngine):
             tokens_generated=self._tokens_generated,
             background=self._n_background,
             preemptions=self._preemptions,
+            prefix_cache=p.enabled,
+            prompt_tokens=p.prompt_tokens,
+            prompt_tokens_computed=p.computed,
+            cache_hit_tokens=p.hit_tokens,
+            cache_hits=p.hits,
+            cache_misses=p.misses,
+            cache_entries=held.entries if held else 0,
+            cache_bytes=held.bytes if held else 0,
+            cache_evictions=held.evictions if held else 0,
         )
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
@@ -159,6 +181,7 @@ class LlamaCppEngine(TextEngine):
         self._closed = True
         self._inbox.put(("close", None))  # type: ignore[arg-type]
         self._thread.join(timeout=30)
+        self._prefix.close()
         ll.llama_batch_free(self._batch)
         self.model.close()
 
@@ -175,6 +198,7 @@ class LlamaCppEngine(TextEngine):
             except Exception as exc:  # never let one bad step kill the engine thread
                 for seq in list(self._scheduler.running):
                     self._fail(seq, InternalServerError(f"engine step failed: {exc}"))
+                self._prefix.failed(list(range(self.config.slots)))
             self._deliver()
         sched = self._scheduler
         for seq in list(sched.running) + list(sched.waiting) + list(sched.waiting_background):
@@ -211,7 +235,7 @@ class LlamaCppEngine(TextEngine):
         elif seq.status is Status.WAITING:
             self._dequeued()
         if seq.status is not Status.WAITING:
-            self.model.clear_sequence(seq.slot)
+            self._prefix.released(seq.slot)
         if seq.sampler is not None:
             seq.sampler.free()
             seq.sampler = None
@@ -223,7 +247,8 @@ class LlamaCppEngine(TextEngine):
 
     def _step(self) -> None:
         for _, slot in self._scheduler.preempt():
-            self.model.clear_sequence(slot)
+            # Its KV stays with the slot: re-placed later, it reuses what is still there.
+            self._prefix.released(slot)
             self._preemptions += 1
         waiting_before = len(self._scheduler.waiting)
         entries = self._scheduler.schedule()
@@ -237,9 +262,11 @@ class LlamaCppEngine(TextEngine):
         rc = self.model.decode(self._batch)
         self._steps += 1
         if rc != 0:
+            self._prefix.failed([entry.seq.slot for entry in entries])
             for entry in entries:
                 self._fail(entry.seq, InternalServerError(f"llama_decode returned {rc}"))
             return
+        self._prefix.decoded(entries)
         for entry in entries:
             if entry.seq.status is Status.PREFILL:
                 entry.seq.n_prefilled += len(entry.tokens)
@@ -306,7 +333,17 @@ class LlamaCppEngine(TextEngine):
                 self._outbox.append((seq, TextChunk(tail, 0)))
         self._release(seq)
         self._outbox.append(
-            (seq, Finished(reason, seq.n_prompt, seq.n_generated, stop))  # type: ignore[arg-type]
+            (
+                seq,
+                Finished(
+                    reason,  # type: ignore[arg-type]
+                    seq.n_prompt,
+                    seq.n_generated,
+                    stop,
+                    cached_tokens=seq.n_reused,
+                    stored_tokens=seq.n_stored,
+                ),
+            )
         )
 
     def _deliver(self) -> None:

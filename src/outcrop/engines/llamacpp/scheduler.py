@@ -14,6 +14,7 @@ interactive requests wait (:meth:`Scheduler.preempt`).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from outcrop.engines.llamacpp.sequence import Sequence, Status
@@ -27,6 +28,11 @@ class StepEntry:
     wants_logits: bool
 
 
+Placer = Callable[[Sequence, list[int]], int]
+"""Picks (and removes) a free slot for a sequence, and may set its ``n_prefilled`` to
+a prefix it found already computed (prefix reuse)."""
+
+
 class Scheduler:
     def __init__(
         self,
@@ -34,6 +40,7 @@ class Scheduler:
         max_step_tokens: int,
         prefill_chunk: int,
         background_share: float = 1.0,
+        place: Placer | None = None,
     ) -> None:
         self.n_slots = n_slots
         # Background sequences a step may carry while interactive ones run: each one makes
@@ -45,6 +52,7 @@ class Scheduler:
         self.free_slots: list[int] = list(range(n_slots - 1, -1, -1))
         self.max_step_tokens = max_step_tokens
         self.prefill_chunk = prefill_chunk
+        self.place = place
 
     def add(self, seq: Sequence) -> None:
         (self.waiting_background if seq.background else self.waiting).append(seq)
@@ -91,7 +99,7 @@ class Scheduler:
                 if queue is self.waiting_background and self._background_room() <= 0:
                     break
                 seq = queue.popleft()
-                seq.slot = self.free_slots.pop()
+                seq.slot = self.place(seq, self.free_slots) if self.place else self.free_slots.pop()
                 seq.status = Status.PREFILL
                 self.running.append(seq)
 
@@ -122,6 +130,12 @@ class Scheduler:
             else:
                 take = min(remaining, budget, long_budget)
                 long_budget -= take
+            # A chunk ends at the next cache point, so the KV then holds exactly that
+            # prefix and the engine can save it.
+            for point in seq.store_points:
+                if start < point < start + take:
+                    take = point - start
+                    break
             if take <= 0:
                 continue
             chunk = seq.prefill_tokens[start : start + take]

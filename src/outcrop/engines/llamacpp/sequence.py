@@ -30,6 +30,11 @@ class Sequence:
     cancelled: bool = False
     sampler: object | None = None
     loop: object | None = None  # the asyncio loop that consumes this sequence's events
+    n_reused: int = 0
+    """Prompt tokens whose KV came from the prefix cache (prefill starts after them)."""
+    store_points: list[int] = field(default_factory=list)
+    """Explicit cache points still to save, ascending (the scheduler cuts chunks there)."""
+    n_stored: int = 0
     _decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )

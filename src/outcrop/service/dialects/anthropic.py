@@ -11,6 +11,7 @@ import re
 import secrets
 from typing import Any
 
+from outcrop.service.cache_points import TTLS, CacheMarks
 from outcrop.service.converse import unsupported_modality
 from outcrop.service.dialects.base import Dialect, InvokeContext, text_parts
 from outcrop.service.fields import Obj, read_sampling
@@ -54,14 +55,18 @@ class AnthropicDialect(Dialect):
             root, max_tokens="max_tokens", max_tokens_required=True,
             top_p="top_p", top_k="top_k", stop="stop_sequences",
         )  # fmt: skip
-        tools, choice = _parse_tools(root)
-        return ChatRequest(
-            messages=_parse_messages(root),
-            system=_parse_system(root),
+        marks = CacheMarks()
+        tools, choice = _parse_tools(root, marks)
+        request = ChatRequest(
+            system=_parse_system(root, marks),
+            messages=_parse_messages(root, marks),
             sampling=sampling,
             tools=tools,
             tool_choice=choice,
+            cache=marks,
         )
+        marks.check("blocks with cache_control")
+        return request
 
     def _parse_legacy(self, root: Obj) -> ChatRequest:
         version = root.string("anthropic_version")
@@ -109,10 +114,7 @@ class AnthropicDialect(Dialect):
             "content": self._content(result),
             "stop_reason": result.stop_reason,
             "stop_sequence": result.stop_sequence,
-            "usage": {
-                "input_tokens": result.usage.input_tokens,
-                "output_tokens": result.usage.output_tokens,
-            },
+            "usage": _usage(result),
         }
 
     # ------------------------------------------------------------------- stream
@@ -167,7 +169,7 @@ class AnthropicDialect(Dialect):
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": result.stop_reason, "stop_sequence": result.stop_sequence},
-                "usage": {"output_tokens": result.usage.output_tokens},
+                "usage": _usage(result, final_delta=True),
             }
         )
         chunks.append({"type": "message_stop"})
@@ -175,6 +177,31 @@ class AnthropicDialect(Dialect):
 
 
 # ------------------------------------------------------------------------- helpers
+
+
+def _usage(result: ChatResult, *, final_delta: bool = False) -> dict[str, int]:
+    """With cache_control, ``input_tokens`` counts only what was neither read from nor
+    written to the cache, and the two cache counts follow (Anthropic's usage shape)."""
+    u = result.usage
+    if not u.cache_points:
+        if final_delta:
+            return {"output_tokens": u.output_tokens}
+        return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
+    return {
+        "input_tokens": u.uncached_input_tokens,
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_read_input_tokens": u.cache_read_tokens,
+        "output_tokens": u.output_tokens,
+    }
+
+
+def _cache_control(o: Obj, marks: CacheMarks, place: str) -> str:
+    """A block's ``cache_control``, validated; the marker to leave after the block."""
+    control = o.obj("cache_control")
+    if control is None:
+        return ""
+    control.string("type", required=True, choices=("ephemeral",))
+    return marks.add(control.string("ttl", choices=TTLS), place)
 
 
 def parse_human_assistant(prompt: str) -> tuple[str | None, list[Message]]:
@@ -199,11 +226,23 @@ def _text_blocks(o: Obj, key: str) -> str:
     return text_parts(o, key, {kind: kind for kind in _MEDIA}, "block")
 
 
-def _parse_system(root: Obj) -> str | None:
-    return _text_blocks(root, "system") or None
+def _parse_system(root: Obj, marks: CacheMarks) -> str | None:
+    if not isinstance(root.value("system"), list):
+        return _text_blocks(root, "system") or None
+    texts: list[str] = []
+    for part in root.objs("system"):
+        kind = part.string("type", required=True)
+        if kind in _MEDIA:
+            raise unsupported_modality(kind or "")
+        if kind != "text":
+            raise part.fail("type", f"unsupported block type {kind!r}")
+        texts.append(
+            (part.string("text", required=True) or "") + _cache_control(part, marks, "system")
+        )
+    return "\n".join(texts) or None
 
 
-def _parse_messages(root: Obj) -> list[Message]:
+def _parse_messages(root: Obj, marks: CacheMarks) -> list[Message]:
     messages: list[Message] = []
     tool_ids: set[str] = set()
     for entry in root.objs("messages", required=True, non_empty=True):
@@ -217,7 +256,19 @@ def _parse_messages(root: Obj) -> list[Message]:
         else:
             texts: list[str] = []
             for block in entry.objs("content", required=True, non_empty=True):
+                n_texts = len(texts)
                 _parse_block(block, message, texts, tool_ids)
+                marker = _cache_control(block, marks, "messages")
+                if not marker:
+                    continue
+                if block.data.get("type") in _SKIPPED:
+                    raise block.fail(
+                        "cache_control", "cache_control cannot be set on thinking blocks"
+                    )
+                if len(texts) > n_texts and not (message.tool_calls or message.tool_results):
+                    texts[-1] += marker
+                else:  # tool blocks render after the text: the point closes the message
+                    message.cache_marker += marker
             message.text = "\n".join(texts)
         tool_ids.update(call.id for call in message.tool_calls)
         messages.append(message)
@@ -265,7 +316,7 @@ def _parse_block(block: Obj, message: Message, texts: list[str], tool_ids: set[s
         raise block.fail("type", f"unsupported content block type {kind!r}")
 
 
-def _parse_tools(root: Obj) -> tuple[list[ToolSpec], ToolChoice | None]:
+def _parse_tools(root: Obj, marks: CacheMarks) -> tuple[list[ToolSpec], ToolChoice | None]:
     tools: list[ToolSpec] = []
     for entry in root.objs("tools"):
         schema = entry.obj("input_schema", required=True)
@@ -275,6 +326,7 @@ def _parse_tools(root: Obj) -> tuple[list[ToolSpec], ToolChoice | None]:
                 name=entry.string("name", required=True, non_empty=True) or "",
                 description=entry.string("description") or "",
                 input_schema=schema.data,
+                cache_marker=_cache_control(entry, marks, "tools"),
             )
         )
     choice = root.obj("tool_choice")
