@@ -236,6 +236,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     installed = {card.model_id: (card, size) for card, size in store.list_installed()}
     cards = catalog.all() + [c for mid, (c, _) in installed.items() if mid not in catalog]
 
+    from outcrop.cli_imports import imported_rows
+
+    imported = imported_rows(settings)
     if args.json:
         rows = [
             {
@@ -248,6 +251,13 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             }
             for c in cards
         ]
+        rows += [
+            {"modelId": m["modelId"], "providerName": "Imported", "imported": True,
+             "modelArn": m["arn"], "architecture": m["architecture"],
+             "inputModalities": ["TEXT"], "outputModalities": ["TEXT"],
+             "installed": Path(m["path"]).is_file(), "sizeBytes": m["sizeBytes"]}
+            for m in imported
+        ]  # fmt: skip
         print(json.dumps(rows, indent=2))
         return 0
 
@@ -267,6 +277,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             "[green]yes[/]" if ok else "no",
             _human(size),
         )
+    for m in imported:
+        table.add_row(
+            f"{m['modelId']} [cyan](imported)[/]", f"Imported ({m['architecture']})",
+            "TEXT→TEXT", "[green]yes[/]" if Path(m["path"]).is_file() else "missing",
+            _human(m["sizeBytes"]),
+        )  # fmt: skip
     Console().print(table)
     return 0
 
@@ -478,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
         "q8_0, q4_0, ...",
     )
     p.set_defaults(func=cmd_models_pull)
+
+    from outcrop.cli_imports import add_parser as add_import_parser
+
+    add_import_parser(msub, common, _format_arg)
 
     p = msub.add_parser("rm", parents=[common], help="remove an installed model")
     p.add_argument("model_id", metavar="MODEL_ID")

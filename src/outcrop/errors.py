@@ -56,6 +56,11 @@ class ConflictError(OutcropError):
     status = 400
 
 
+class TooManyTagsError(OutcropError):
+    shape = "TooManyTagsException"
+    status = 400
+
+
 class ServiceQuotaExceededError(OutcropError):
     shape = "ServiceQuotaExceededException"
     status = 400  # as the bedrock and bedrock-runtime models declare it

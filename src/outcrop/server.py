@@ -15,6 +15,7 @@ from outcrop.api.batch import BatchApi
 from outcrop.api.control import ControlApi
 from outcrop.api.customization import CustomizationApi
 from outcrop.api.guardrails import GuardrailsApi
+from outcrop.api.imports import ImportApi
 from outcrop.api.openai import OpenAiApi
 from outcrop.api.routing import Router
 from outcrop.api.runtime import RuntimeApi
@@ -103,6 +104,19 @@ def _customization(settings, catalog, resolver, store, manager, db, runner):
     return service
 
 
+def _imports(settings, catalog, resolver, manager, db, runner):
+    from outcrop.service.imports import ImportService
+
+    service = ImportService(
+        catalog, resolver, settings.data_dir, settings.region, settings.account_id, db, runner,
+        s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
+        threads=settings.training_threads, manager=manager,
+        delete_wait_s=settings.import_delete_wait_s,
+    )  # fmt: skip
+    service.start()  # serves imported models (the runner resumes interrupted imports)
+    return service
+
+
 def _knowledge(settings, embeddings, runtime, router, db, runner):
     """Knowledge bases: bedrock-agent's control plane and bedrock-agent-runtime."""
     from outcrop.api.agent import AgentApi
@@ -175,6 +189,10 @@ def build_server(settings: Settings) -> Server:
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
     runner = JobRunner(JobStore(db))
+    # Imported models first: a custom model may be trained on one, and is served again
+    # at start only if its base is known.
+    imports = _imports(settings, catalog, resolver, manager, db, runner)
+    ImportApi(imports).register(router)
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
     GuardrailsApi(guardrails).register(router)
@@ -192,6 +210,7 @@ def build_server(settings: Settings) -> Server:
     app.on_shutdown.append(knowledge.close)  # ends running syncs first, resumable
     # Off the loop: inline jobs finish their step on it while the runner waits for them.
     app.on_shutdown.append(lambda: asyncio.to_thread(runner.close))
+    app.on_shutdown.append(imports.close)
     app.on_shutdown.append(manager.close)
     return Server(app, settings, catalog, store, manager, pair, created)
 

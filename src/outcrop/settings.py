@@ -199,6 +199,8 @@ class Settings(BaseSettings):
     ``s3://bucket/key`` to ``<data_dir>/s3/bucket/key``."""
     training_threads: int = Field(1, ge=1)
     """torch threads per training worker (serving shares the same cores)."""
+    import_delete_wait_s: float = Field(30.0, ge=0)
+    """How long DeleteImportedModel waits for requests in flight before refusing."""
     weight_format: str = "auto"
     """GGUF weight format to serve: ``auto`` (convert a format that is slow on this CPU,
     quality-gated), ``original``, or a format such as ``q8_0`` / ``q4_0``

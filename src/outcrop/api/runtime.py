@@ -230,7 +230,8 @@ class RuntimeApi:
                 f"Model {model_id} does not support streaming: it is an embedding model; "
                 "use InvokeModel."
             )
-        dialect = dialect_for(model_id)
+        resolved = self.service.resolve(model_id)
+        dialect = dialect_for(resolved.dialect_id)
         body = call.json()
         found = invoke_guard_headers(call.request.headers, body)
         guard = await self._guard(found)
@@ -244,7 +245,7 @@ class RuntimeApi:
             events = _blocked_events(blocked)
             ctx = InvokeContext(call.request_id, model_id, 0)
         else:
-            prepared = await self.service.prepare(model_id, request)
+            prepared = await self.service.prepare(resolved, request)
             ctx = InvokeContext(call.request_id, model_id, prepared.input_tokens)
             events = self.service.stream(prepared)
             if guard is not None:
@@ -300,11 +301,14 @@ class RuntimeApi:
             if not isinstance(converse, dict):
                 raise ValidationError("input.converse must be an object.")
             request = parse_converse(converse)
+            resolved = self.service.resolve(model_id)
         elif "invokeModel" in source:
-            request = dialect_for(model_id).parse(_invoke_body(source["invokeModel"]))
+            body = _invoke_body(source["invokeModel"])
+            resolved = self.service.resolve(model_id)
+            request = dialect_for(resolved.dialect_id).parse(body)
         else:
             raise ValidationError("input must hold exactly one of invokeModel or converse.")
-        n = await self.service.count_tokens(model_id, request)
+        n = await self.service.count_tokens(resolved, request)
         return json_response({"inputTokens": n}, call.request_id)
 
 

@@ -78,7 +78,7 @@ class JobRunner:
                 continue  # a kind this server does not run: left for one that does
             if job.stop_requested_at is not None:
                 self._end(job.job_id, STOPPED, None, expect=ACTIVE)
-            elif job.state == RUNNING:
+            elif job.state == RUNNING and not _alive_elsewhere(job.owner, self.owner):
                 self._recover(job, kind)
         self._thread = threading.Thread(target=self._loop, name="outcrop-jobs", daemon=True)
         self._thread.start()
@@ -312,3 +312,20 @@ class JobRunner:
                 kind.on_ended(job)
             except Exception:  # noqa: BLE001
                 log.exception("%s job %s: on_ended failed", job.kind, job_id)
+
+
+def _alive_elsewhere(owner: str | None, me: str) -> bool:
+    """Whether another live process on this host runs the job (``outcrop models import``
+    runs its import itself): recovering it would run it twice."""
+    if not owner or owner == me:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -63,6 +63,13 @@ class ModelCard(BaseModel):
     """For custom models: the ARN clients use (``...:custom-model/...``)."""
     local_path: str | None = None
     """For custom models whose files already live on disk: used instead of pulling."""
+    imported: bool = False
+    """True for models brought in by Custom Model Import (``...:imported-model/...``)."""
+    architecture: str | None = None
+    """The GGUF's ``general.architecture`` (``llama``, ``qwen2``, ...), for imported models."""
+    invoke_family: str | None = None
+    """For imported models: the provider whose InvokeModel body they speak (``meta``,
+    ``mistral``), as Bedrock picks it from the architecture; None: the OpenAI-style body."""
 
     @model_validator(mode="after")
     def _check(self) -> ModelCard:

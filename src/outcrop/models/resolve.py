@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from outcrop.errors import ResourceNotFoundError, ValidationError
@@ -113,6 +114,16 @@ class ResolvedModel:
         """``requested_id`` without ARN wrapper / geo prefix, e.g. for dialect selection."""
         return base_model_id(self.requested_id)
 
+    @property
+    def dialect_id(self) -> str:
+        """The ID whose family picks the InvokeModel body: the ID as sent, except for an
+        imported model, whose body follows its architecture as on Bedrock (the Llama body
+        for Llama, the Mistral body for Mistral, the OpenAI-style body otherwise)."""
+        if self.card.imported:
+            family = self.card.invoke_family or "imported"
+            return f"{family}.{self.card.model_id}"
+        return self.requested_id
+
 
 class ModelResolver:
     def __init__(
@@ -126,6 +137,9 @@ class ModelResolver:
         self.region = region
         self.account_id = account_id
         self.aliases: list[tuple[str, str]] = []
+        self.fallbacks: list[Callable[[str], ModelCard | None]] = []
+        """Asked, in order, for a runtime-registered model the catalog does not hold yet
+        (an import finished by another process on the same data dir, say)."""
         for pattern, target in aliases or []:
             if not pattern:
                 raise ValueError("alias pattern must not be empty")
@@ -156,7 +170,7 @@ class ModelResolver:
         if card is not None:
             return card
         if arn is None:
-            return None
+            return self._from_fallbacks(text)
         rid = arn.resource_id
         # custom-model/<base-model-id>/<suffix>, or custom-model/<name>
         for candidate in (rid, rid.rsplit("/", 1)[-1]):
@@ -165,6 +179,13 @@ class ModelResolver:
                 return card
         for card in self.catalog.all():
             if card.custom and self.custom_model_arn(card) == text:
+                return card
+        return self._from_fallbacks(text)
+
+    def _from_fallbacks(self, text: str) -> ModelCard | None:
+        for fallback in self.fallbacks:
+            card = fallback(text)
+            if card is not None:
                 return card
         return None
 

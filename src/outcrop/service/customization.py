@@ -36,6 +36,8 @@ from outcrop.training.records import KIND, CustomizationRecords, CustomModelReco
 SUPPORTED_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
 ALL_TYPES = SUPPORTED_TYPES + ("DISTILLATION", "REINFORCEMENT_FINE_TUNING", "IMPORTED")
 JOB_STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+# GGUF architectures transformers loads (dequantized) for training an imported base model.
+TRAINABLE_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 MODEL_STATUSES = ("Active", "Creating", "Failed")
 
 _JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*")
@@ -236,7 +238,7 @@ class CustomizationService:
                     job_id=job_id, job_arn=job_arn, job_name=job_name, model_name=model_name,
                     model_id=model_id, model_arn=model_arn, client_request_token=token,
                     role_arn=body["roleArn"], base_model_id=base.model_id,
-                    base_model_arn=foundation_model_arn(base.model_id, self.region),
+                    base_model_arn=self._base_arn(base.model_id),
                     customization_type=ctype,
                     hyperparameters=hp.as_bedrock(),
                     training_uri=train_loc.uri, validation_uris=validation_uris,
@@ -260,12 +262,28 @@ class CustomizationService:
                 f"The base model {identifier} is not a model this server can customize; "
                 "see ListFoundationModels."
             ) from None
-        if card.custom or card.engine != "llamacpp" or "TEXT" not in card.output_modalities:
+        if card.imported and card.architecture not in TRAINABLE_ARCHITECTURES:
             raise ValidationError(
-                f"The base model {identifier} cannot be customized: only built-in text "
-                "generation models can be."
+                f"The imported model {identifier} cannot be customized: the trainer loads "
+                f"{', '.join(TRAINABLE_ARCHITECTURES)} architectures, not {card.architecture}."
+            )
+        if (
+            (card.custom and not card.imported)
+            or card.engine != "llamacpp"
+            or "TEXT" not in card.output_modalities
+        ):
+            raise ValidationError(
+                f"The base model {identifier} cannot be customized: only built-in and "
+                "imported text generation models can be."
             )
         return card
+
+    def _base_arn(self, base_model_id: str) -> str:
+        """A foundation model's ARN, or an imported base model's own."""
+        card = self.catalog.get(base_model_id)
+        if card is not None and card.imported and card.arn:
+            return card.arn
+        return foundation_model_arn(base_model_id, self.region)
 
     def _job(self, identifier: str) -> JobRecord:
         job = self.db.job(identifier)
@@ -404,7 +422,7 @@ class CustomizationService:
         out: dict[str, Any] = {
             "modelArn": model.model_arn,
             "modelName": model.model_name,
-            "baseModelArn": foundation_model_arn(model.base_model_id, self.region),
+            "baseModelArn": self._base_arn(model.base_model_id),
             "creationTime": model.creation_time,
             "modelStatus": model.status,
         }
@@ -446,7 +464,7 @@ class CustomizationService:
             and (name is None or name.lower() in m.model_name.lower())
             and (after is None or m.creation_time > after)
             and (before is None or m.creation_time < before)
-            and (base_arn is None or foundation_model_arn(m.base_model_id, self.region) == base_arn)
+            and (base_arn is None or self._base_arn(m.base_model_id) == base_arn)
         ]
         models.sort(key=lambda m: m.creation_time, reverse=order == "Descending")
         rows_page, token = page(models, q.get("maxResults"), q.get("nextToken"))
@@ -459,7 +477,7 @@ class CustomizationService:
                     "modelArn": m.model_arn,
                     "modelName": m.model_name,
                     "creationTime": m.creation_time,
-                    "baseModelArn": foundation_model_arn(m.base_model_id, self.region),
+                    "baseModelArn": self._base_arn(m.base_model_id),
                     "baseModelName": m.base_model_id.split(":")[0].rsplit("-v", 1)[0],
                     "customizationType": job.customization_type if job else "FINE_TUNING",
                     "ownerAccountId": self.account_id,
@@ -504,6 +522,8 @@ class CustomizationService:
                 "arn": model.model_arn,
                 "local_path": model.path,
                 "customizations_supported": (),
+                "imported": False,  # a custom model, even when its base was imported
+                "invoke_family": None,
                 "notes": f"Custom model from job {job.job_name} on {base.model_id}.",
             }
         )

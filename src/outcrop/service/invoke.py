@@ -55,16 +55,16 @@ class InvokeService:
         input is answered with its message in the family's native body, no model call."""
         if self.is_embedding(model_id):
             return await self._embed(model_id, body, request_id)
-        dialect = dialect_for(model_id)
+        resolved = self.runtime.resolve(model_id)
+        dialect = dialect_for(resolved.dialect_id)
         request = dialect.parse(body)
         if guard is not None:
-            self.runtime.resolver.resolve(model_id)  # an unknown model is still an error
             if await guard.screen(request, invoke_input_blocks(request, tag_suffix)):
                 result = guard.blocked_input_result()
                 result.stop_reason = "end_turn"  # native bodies have no guardrail reason
                 out = dialect.response(result, InvokeContext(request_id, model_id, 0))
                 return Invocation({**out, **guard.invoke_keys()}, 0, 0, 0)
-        prepared = await self.runtime.prepare(model_id, request, background=background)
+        prepared = await self.runtime.prepare(resolved, request, background=background)
         result = await self.runtime.complete(prepared)
         if guard is not None:
             result = await guard.guard_result(result)

@@ -22,7 +22,7 @@ from outcrop.errors import ValidationError
 from outcrop.metering import Metrics
 from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
-from outcrop.models.resolve import ModelResolver
+from outcrop.models.resolve import ModelResolver, ResolvedModel
 from outcrop.service.cache_points import (
     cache_usage,
     engine_points,
@@ -61,8 +61,13 @@ class RuntimeService:
         self.manager = manager
         self.metrics = metrics
 
-    async def _engine_for(self, model_id: str) -> tuple[ModelCard, TextEngine]:
-        card = self.resolver.resolve(model_id).card
+    def resolve(self, model_id: str) -> ResolvedModel:
+        """Once per request, at its edge; pass the result on instead of the string."""
+        return self.resolver.resolve(model_id)
+
+    async def _engine_for(self, model: str | ResolvedModel) -> tuple[ModelCard, TextEngine]:
+        resolved = model if isinstance(model, ResolvedModel) else self.resolver.resolve(model)
+        card = resolved.card
         if card.engine != "llamacpp":
             raise ValidationError(
                 f"Model {card.model_id} produces {', '.join(card.output_modalities)}, "
@@ -97,13 +102,13 @@ class RuntimeService:
         )
         return prompt, tokens, engine_points(positions, request.cache.ttls, len(tokens))
 
-    async def count_tokens(self, model_id: str, request: ChatRequest) -> int:
+    async def count_tokens(self, model_id: str | ResolvedModel, request: ChatRequest) -> int:
         card, engine = await self._engine_for(model_id)
         _, tokens, _ = self._tokens(card, engine, request, _extra_system(request))
         return len(tokens)
 
     async def prepare(
-        self, model_id: str, request: ChatRequest, *, background: bool = False
+        self, model_id: str | ResolvedModel, request: ChatRequest, *, background: bool = False
     ) -> Prepared:
         """Everything that can fail with a clean HTTP error happens here, before a stream starts.
 
