@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String, Text, select
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.db import Base, Database
+from outcrop.db import Base
+from outcrop.db.records import Records
 
 BATCH_KIND = "model-invocation"
 ASYNC_KIND = "async-invoke"
@@ -61,35 +62,18 @@ class AsyncInvokeRecord(Base):
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
-class BatchRecords:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        db.create_tables()
-
-    def session(self):  # noqa: ANN201
-        return self.db.session()
-
+class BatchRecords(Records):
     def jobs(self) -> list[InvocationJobRecord]:
-        with self.db.session() as s:
-            return list(s.scalars(select(InvocationJobRecord)))
+        return self.all(InvocationJobRecord)
 
     def job(self, job_id: str) -> InvocationJobRecord | None:
-        with self.db.session() as s:
-            return s.get(InvocationJobRecord, job_id)
+        return self.get(InvocationJobRecord, job_id)
 
     def update_job(self, job_id: str, **values: Any) -> InvocationJobRecord | None:
-        with self.db.session() as s:
-            record = s.get(InvocationJobRecord, job_id)
-            if record is None:
-                return None
-            for k, v in values.items():
-                setattr(record, k, v)
-            return record
+        return self.update(InvocationJobRecord, job_id, **values)
 
     def invocations(self) -> list[AsyncInvokeRecord]:
-        with self.db.session() as s:
-            return list(s.scalars(select(AsyncInvokeRecord)))
+        return self.all(AsyncInvokeRecord)
 
     def invocation(self, invocation_id: str) -> AsyncInvokeRecord | None:
-        with self.db.session() as s:
-            return s.get(AsyncInvokeRecord, invocation_id)
+        return self.get(AsyncInvokeRecord, invocation_id)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String, Text, select
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.db import Base, Database
+from outcrop.db import Base
+from outcrop.db.records import Records
 
 KIND = "model-import"
 
@@ -64,50 +65,29 @@ class ImportedModelRecord(Base):
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
-class ImportRecords:
+class ImportRecords(Records):
     """Lookups of the two tables above."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        db.create_tables()
-
-    def session(self):  # noqa: ANN201
-        return self.db.session()
-
     def jobs(self) -> list[ImportJobRecord]:
-        with self.db.session() as s:
-            return list(s.scalars(select(ImportJobRecord)))
+        return self.all(ImportJobRecord)
 
     def job(self, identifier: str) -> ImportJobRecord | None:
         """By ARN, name or ID."""
-        return self._find(ImportJobRecord, identifier, "job_arn", "job_name", "job_id")
+        return self.find(ImportJobRecord, identifier, "job_arn", "job_name", "job_id")
 
     def job_by_id(self, job_id: str) -> ImportJobRecord | None:
-        with self.db.session() as s:
-            return s.get(ImportJobRecord, job_id)
+        return self.get(ImportJobRecord, job_id)
 
     def models(self) -> list[ImportedModelRecord]:
-        with self.db.session() as s:
-            return list(s.scalars(select(ImportedModelRecord)))
+        return self.all(ImportedModelRecord)
 
     def model(self, identifier: str) -> ImportedModelRecord | None:
         """By ARN, name or ID."""
-        return self._find(ImportedModelRecord, identifier, "model_arn", "model_name", "model_id")
+        return self.find(ImportedModelRecord, identifier, "model_arn", "model_name", "model_id")
 
     def add_model(self, model: ImportedModelRecord) -> None:
         with self.db.session() as s:
             s.add(model)
 
     def delete_model(self, model_id: str) -> None:
-        with self.db.session() as s:
-            model = s.get(ImportedModelRecord, model_id)
-            if model is not None:
-                s.delete(model)
-
-    def _find(self, entity: type, identifier: str, *columns: str):  # noqa: ANN202
-        with self.db.session() as s:
-            for column in columns:
-                hit = s.scalars(select(entity).where(getattr(entity, column) == identifier)).first()
-                if hit is not None:
-                    return hit
-        return None
+        self.remove(ImportedModelRecord, model_id)

@@ -37,7 +37,15 @@ from outcrop.jobs.runner import JobRunner
 from outcrop.locations import DataLocations, write_output
 from outcrop.models.catalog import foundation_model_arn
 from outcrop.models.resolve import ModelResolver
-from outcrop.service.control_fields import enum, missing, new_id, page, parse_time, pattern
+from outcrop.service.control_fields import (
+    enum,
+    missing,
+    new_id,
+    page,
+    parse_time,
+    pattern,
+    replayed_job,
+)
 from outcrop.service.invoke import InvokeService
 
 JOB_STATUSES = (
@@ -123,13 +131,8 @@ class BatchService:
         token = body.get("clientRequestToken")
         if token is not None:
             pattern("clientRequestToken", token, _JOB_TOKEN, 256)
-            for job in self.db.jobs():
-                if job.client_request_token == token:
-                    if job.job_name != name:
-                        raise ConflictError(
-                            f"The client request token {token} was used for job {job.job_name}."
-                        )
-                    return {"jobArn": job.job_arn}
+            if (arn := replayed_job(self.db.jobs(), token, name)) is not None:
+                return {"jobArn": arn}
         invocation_type = enum(
             "modelInvocationType", body.get("modelInvocationType"), ("InvokeModel", "Converse")
         )

@@ -7,10 +7,11 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from outcrop.errors import ValidationError
+from outcrop.errors import ConflictError, ValidationError
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -83,3 +84,18 @@ def page(
     page = items[start : start + limit]
     more = start + limit < len(items)
     return page, str(start + limit) if more else None
+
+
+def replayed_job(jobs: Iterable[Any], token: str | None, job_name: str) -> str | None:
+    """The ARN of the job this ``clientRequestToken`` already created (a retried Create
+    is answered with it), or None; the same token for another job is a conflict."""
+    if token is None:
+        return None
+    for job in jobs:
+        if job.client_request_token == token:
+            if job.job_name != job_name:
+                raise ConflictError(
+                    f"The client request token {token} was used for job {job.job_name}."
+                )
+            return job.job_arn
+    return None

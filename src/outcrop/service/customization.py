@@ -27,7 +27,15 @@ from outcrop.locations import DataLocations
 from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
-from outcrop.service.control_fields import enum, missing, new_id, page, parse_time, pattern
+from outcrop.service.control_fields import (
+    enum,
+    missing,
+    new_id,
+    page,
+    parse_time,
+    pattern,
+    replayed_job,
+)
 from outcrop.training import worker as files
 from outcrop.training.data import validate_jsonl
 from outcrop.training.hyper import parse_hyperparameters
@@ -166,13 +174,8 @@ class CustomizationService:
         token = body.get("clientRequestToken")
         if token is not None:
             pattern("clientRequestToken", token, _TOKEN, 256)
-            for job in self.db.jobs():
-                if job.client_request_token == token:
-                    if job.job_name != job_name:
-                        raise ConflictError(
-                            f"The client request token {token} was used for job {job.job_name}."
-                        )
-                    return {"jobArn": job.job_arn}
+            if (arn := replayed_job(self.db.jobs(), token, job_name)) is not None:
+                return {"jobArn": arn}
         ctype = enum("customizationType", body.get("customizationType") or "FINE_TUNING", ALL_TYPES)
         if ctype not in SUPPORTED_TYPES:
             raise ValidationError(

@@ -35,7 +35,15 @@ from outcrop.jobs.store import JobStore
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.formats import check_format
 from outcrop.models.resolve import ModelResolver, parse_arn
-from outcrop.service.control_fields import enum, missing, new_id, page, parse_time, pattern
+from outcrop.service.control_fields import (
+    enum,
+    missing,
+    new_id,
+    page,
+    parse_time,
+    pattern,
+    replayed_job,
+)
 
 log = logging.getLogger("outcrop.imports")
 
@@ -195,13 +203,8 @@ class ImportService:
         token = body.get("clientRequestToken")
         if token is not None:
             pattern("clientRequestToken", token, _TOKEN, 256)
-            for job in self.db.jobs():
-                if job.client_request_token == token:
-                    if job.job_name != job_name:
-                        raise ConflictError(
-                            f"The client request token {token} was used for job {job.job_name}."
-                        )
-                    return {"jobArn": job.job_arn}
+            if (arn := replayed_job(self.db.jobs(), token, job_name)) is not None:
+                return {"jobArn": arn}
         uri = self._check_uri(str(s3["s3Uri"]))
         fmt = check_format(weight_format or self.weight_format)
         if self.db.job(job_name) is not None:

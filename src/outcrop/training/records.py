@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, String, Text, select
+from sqlalchemy import JSON, Float, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.db import Base, Database
+from outcrop.db import Base
+from outcrop.db.records import Records
 
 KIND = "customization"
 
@@ -55,70 +56,32 @@ class CustomModelRecord(Base):
     """The servable GGUF; set only once the file is complete."""
 
 
-class CustomizationRecords:
+class CustomizationRecords(Records):
     """Lookups and updates of the two tables above."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        db.create_tables()
-
-    def session(self):  # noqa: ANN201
-        return self.db.session()
-
-    # ------------------------------------------------------------------ jobs
-
     def jobs(self) -> list[JobRecord]:
-        with self.db.session() as s:
-            return list(s.scalars(select(JobRecord)))
+        return self.all(JobRecord)
 
     def job(self, identifier: str) -> JobRecord | None:
         """By ARN, name or ID."""
-        return self._find(JobRecord, identifier, "job_arn", "job_name", "job_id")
+        return self.find(JobRecord, identifier, "job_arn", "job_name", "job_id")
 
     def job_by_id(self, job_id: str) -> JobRecord | None:
         """By primary key: for the server's own references, which never hold a name."""
-        with self.db.session() as s:
-            return s.get(JobRecord, job_id)
+        return self.get(JobRecord, job_id)
 
     def update_job(self, job_id: str, **values: Any) -> JobRecord | None:
-        return self._update(JobRecord, job_id, values)
-
-    # ------------------------------------------------------------------ models
+        return self.update(JobRecord, job_id, **values)
 
     def models(self) -> list[CustomModelRecord]:
-        with self.db.session() as s:
-            return list(s.scalars(select(CustomModelRecord)))
+        return self.all(CustomModelRecord)
 
     def model(self, identifier: str) -> CustomModelRecord | None:
         """By ARN, name or ID."""
-        return self._find(CustomModelRecord, identifier, "model_arn", "model_name", "model_id")
+        return self.find(CustomModelRecord, identifier, "model_arn", "model_name", "model_id")
 
     def update_model(self, model_id: str, **values: Any) -> CustomModelRecord | None:
-        return self._update(CustomModelRecord, model_id, values)
+        return self.update(CustomModelRecord, model_id, **values)
 
     def delete_model(self, model_id: str) -> None:
-        with self.db.session() as s:
-            model = s.get(CustomModelRecord, model_id)
-            if model is not None:
-                s.delete(model)
-
-    # ------------------------------------------------------------------ shared
-
-    def _find(self, entity: type, identifier: str, *columns: str):  # noqa: ANN202
-        """The first record whose column (in the order given) equals ``identifier``."""
-        with self.db.session() as s:
-            for column in columns:
-                where = getattr(entity, column) == identifier
-                hit = s.scalars(select(entity).where(where)).first()
-                if hit is not None:
-                    return hit
-        return None
-
-    def _update(self, entity: type, key: str, values: dict[str, Any]):  # noqa: ANN202
-        with self.db.session() as s:
-            record = s.get(entity, key)
-            if record is None:
-                return None
-            for k, v in values.items():
-                setattr(record, k, v)
-            return record
+        self.remove(CustomModelRecord, model_id)
