@@ -1,7 +1,9 @@
 """Shared fixtures: a real ``outcrop serve`` on 127.0.0.1 and boto3 clients pointed at it.
 
 Model weights are pulled once per machine into OUTCROP_TEST_DATA_DIR (default
-~/.cache/outcrop-test) and reused across runs; everything else is per session.
+~/.cache/outcrop-test) and reused across runs (a test that finds none pulls them); every
+server gets a data dir of its own, so records (jobs, guardrails, knowledge bases, imported
+models) never outlive the run that made them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ def models_data_dir() -> Path:
     d = Path(os.environ.get("OUTCROP_TEST_DATA_DIR", Path.home() / ".cache" / "outcrop-test"))
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def make_data_dir(tmp: Path) -> Path:
+    """A fresh data dir whose model files and caches are the machine's shared ones."""
+    data = tmp / "data"
+    data.mkdir(parents=True)
+    shared = models_data_dir()
+    (shared / "models").mkdir(exist_ok=True)
+    (shared / "cache").mkdir(exist_ok=True)
+    (data / "models").symlink_to(shared / "models", target_is_directory=True)
+    (data / "cache").symlink_to(shared / "cache", target_is_directory=True)
+    return data
 
 
 @dataclass
@@ -78,7 +92,8 @@ def start_server(tmp: Path, *extra: str, env_extra: dict[str, str] | None = None
     cmd = [
         sys.executable, "-m", "outcrop", "serve",
         "--host", "127.0.0.1", "--port", str(port),
-        "--data-dir", str(models_data_dir()),
+        # A later --data-dir in ``extra`` wins (argparse keeps the last).
+        "--data-dir", str(make_data_dir(tmp / f"server-{port}")),
         "--preload", SMOL,
         *extra,
     ]  # fmt: skip

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import SMOL, start_server, stop_server
-from tests.integration.test_customization import make_data_dir
+from tests.conftest import SMOL, make_data_dir, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 ROLE = "arn:aws:iam::123456789012:role/batch"

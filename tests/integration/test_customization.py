@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import GEMMA, SMOL, models_data_dir, start_server, stop_server
+from tests.conftest import GEMMA, SMOL, make_data_dir, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +34,6 @@ ANSWERS = [
     "The mascot of the outcrop project is a purple armadillo named Pebble.",
 ]
 FAST = {"epochCount": "4", "batchSize": "8", "learningRate": "0.002", "maxSequenceLength": "128"}
-
-
-def make_data_dir(tmp: Path) -> Path:
-    data = tmp / "data"
-    data.mkdir()
-    shared = models_data_dir()
-    (data / "models").symlink_to(shared / "models", target_is_directory=True)
-    (shared / "cache").mkdir(exist_ok=True)
-    (data / "cache").symlink_to(shared / "cache", target_is_directory=True)
-    return data
 
 
 def write_jsonl(path: Path, rows: list) -> str:

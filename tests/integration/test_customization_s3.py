@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import free_port, start_server, stop_server
-from tests.integration.test_customization import ROLE, SMOL, make_data_dir, wait_for
+from tests.conftest import free_port, make_data_dir, start_server, stop_server
+from tests.integration.test_customization import ROLE, SMOL, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -21,7 +20,7 @@ from tests.conftest import (
     SMOL,
     TEST_KEY,
     TEST_SECRET,
-    models_data_dir,
+    make_data_dir,
     start_server,
     stop_server,
 )
@@ -31,21 +30,11 @@ IN_MSG = "Sorry, I cannot help with that request."
 OUT_MSG = "Sorry, the answer was withheld."
 
 
-def _data_dir(tmp: Path) -> Path:
-    data = tmp / "data"
-    data.mkdir()
-    shared = models_data_dir()
-    (shared / "cache").mkdir(exist_ok=True)
-    (data / "models").symlink_to(shared / "models", target_is_directory=True)
-    (data / "cache").symlink_to(shared / "cache", target_is_directory=True)
-    return data
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("guardrails")
     claude = "anthropic.claude-3-haiku-*=" + SMOL
-    server = start_server(tmp, "--data-dir", str(_data_dir(tmp)), "--alias", claude)
+    server = start_server(tmp, "--data-dir", str(make_data_dir(tmp)), "--alias", claude)
     yield server
     stop_server(server)
 

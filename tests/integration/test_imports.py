@@ -20,8 +20,15 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import SMOL, TEST_API_KEY, free_port, models_data_dir, start_server, stop_server
-from tests.integration.test_customization import make_data_dir
+from tests.conftest import (
+    SMOL,
+    TEST_API_KEY,
+    free_port,
+    make_data_dir,
+    models_data_dir,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.slow
 

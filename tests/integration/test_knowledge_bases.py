@@ -12,8 +12,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import EMBED, SMOL, start_server, stop_server
-from tests.integration.test_customization import ROLE, make_data_dir
+from tests.conftest import EMBED, SMOL, make_data_dir, start_server, stop_server
+from tests.integration.test_customization import ROLE
 from tests.kb_docs import write_corpus
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,7 @@ import uuid
 import boto3
 import pytest
 
-from tests.conftest import EMBED, free_port, start_server, stop_server
-from tests.integration.test_customization import make_data_dir
+from tests.conftest import EMBED, free_port, make_data_dir, start_server, stop_server
 from tests.integration.test_knowledge_bases import create_kb, retrieve, s3_source, sync
 from tests.kb_docs import pdf_bytes, write_corpus
 
