@@ -38,11 +38,11 @@ from outcrop.locations import DataLocations, write_output
 from outcrop.models.catalog import foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.service.control_fields import (
+    ListQuery,
     enum,
     missing,
     new_id,
     page,
-    parse_time,
     pattern,
     replayed_job,
 )
@@ -253,24 +253,12 @@ class BatchService:
         return self._details(job, self.states.get(job.job_id))
 
     def list_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
-        status = enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
-        enum("sortBy", q.get("sortBy"), ("CreationTime",))
-        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
-        after = parse_time("submitTimeAfter", q.get("submitTimeAfter"))
-        before = parse_time("submitTimeBefore", q.get("submitTimeBefore"))
-        name = q.get("nameContains")
+        query = ListQuery.parse(q, JOB_STATUSES, time_field="submitTime")
         jobs = self.db.jobs()
         rows = self.states.many(j.job_id for j in jobs)
         details = [self._details(j, rows.get(j.job_id)) for j in jobs]
-        picked = [
-            d
-            for d in details
-            if (status is None or d["status"] == status)
-            and (name is None or name.lower() in d["jobName"].lower())
-            and (after is None or d["submitTime"] > after)
-            and (before is None or d["submitTime"] < before)
-        ]
-        picked.sort(key=lambda d: d["submitTime"], reverse=order == "Descending")
+        picked = [d for d in details if query.keeps(d["status"], d["jobName"], d["submitTime"])]
+        picked.sort(key=lambda d: d["submitTime"], reverse=query.descending)
         rows_page, token = page(picked, q.get("maxResults"), q.get("nextToken"))
         out: dict[str, Any] = {"invocationJobSummaries": rows_page}
         if token:
@@ -427,22 +415,14 @@ class BatchService:
         return self._async_details(inv, self.states.get(inv.invocation_id))
 
     def list_async(self, q: dict[str, str | None]) -> dict[str, Any]:
-        status = enum("statusEquals", q.get("statusEquals"), ASYNC_STATUSES)
-        enum("sortBy", q.get("sortBy"), ("SubmissionTime",))
-        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
-        after = parse_time("submitTimeAfter", q.get("submitTimeAfter"))
-        before = parse_time("submitTimeBefore", q.get("submitTimeBefore"))
+        query = ListQuery.parse(
+            q, ASYNC_STATUSES, time_field="submitTime", sort_by=("SubmissionTime",)
+        )
         invs = self.db.invocations()
         rows = self.states.many(i.invocation_id for i in invs)
         details = [self._async_details(i, rows.get(i.invocation_id)) for i in invs]
-        picked = [
-            d
-            for d in details
-            if (status is None or d["status"] == status)
-            and (after is None or d["submitTime"] > after)
-            and (before is None or d["submitTime"] < before)
-        ]
-        picked.sort(key=lambda d: d["submitTime"], reverse=order == "Descending")
+        picked = [d for d in details if query.keeps(d["status"], None, d["submitTime"])]
+        picked.sort(key=lambda d: d["submitTime"], reverse=query.descending)
         rows_page, token = page(picked, q.get("maxResults"), q.get("nextToken"))
         out: dict[str, Any] = {"asyncInvokeSummaries": rows_page}
         if token:

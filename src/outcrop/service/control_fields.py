@@ -8,6 +8,7 @@ import re
 import secrets
 import string
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -99,3 +100,38 @@ def replayed_job(jobs: Iterable[Any], token: str | None, job_name: str) -> str |
                 )
             return job.job_arn
     return None
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A List* operation's filters and order, checked in the control plane's words."""
+
+    status: str | None
+    name: str | None
+    after: float | None
+    before: float | None
+    descending: bool
+
+    @classmethod
+    def parse(
+        cls,
+        q: dict[str, str | None],
+        statuses: tuple[str, ...],
+        *,
+        time_field: str = "creationTime",
+        sort_by: tuple[str, ...] = ("CreationTime",),
+    ) -> ListQuery:
+        status = enum("statusEquals", q.get("statusEquals"), statuses)
+        enum("sortBy", q.get("sortBy"), sort_by)
+        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
+        after = parse_time(f"{time_field}After", q.get(f"{time_field}After"))
+        before = parse_time(f"{time_field}Before", q.get(f"{time_field}Before"))
+        return cls(status, q.get("nameContains"), after, before, order == "Descending")
+
+    def keeps(self, status: str, name: str | None, when: float) -> bool:
+        return (
+            (self.status is None or status == self.status)
+            and (self.name is None or self.name.lower() in (name or "").lower())
+            and (self.after is None or when > self.after)
+            and (self.before is None or when < self.before)
+        )

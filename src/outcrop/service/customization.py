@@ -28,6 +28,7 @@ from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
 from outcrop.service.control_fields import (
+    ListQuery,
     enum,
     missing,
     new_id,
@@ -358,23 +359,15 @@ class CustomizationService:
         return self.job_details(self._job(identifier))
 
     def list_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
-        status = enum("statusEquals", q.get("statusEquals"), JOB_STATUSES)
-        enum("sortBy", q.get("sortBy"), ("CreationTime",))
-        order = enum("sortOrder", q.get("sortOrder"), ("Ascending", "Descending")) or "Descending"
-        after = parse_time("creationTimeAfter", q.get("creationTimeAfter"))
-        before = parse_time("creationTimeBefore", q.get("creationTimeBefore"))
-        name = q.get("nameContains")
+        query = ListQuery.parse(q, JOB_STATUSES)
         all_jobs = self.db.jobs()
         rows = self.states.many(j.job_id for j in all_jobs)
         jobs = [
             j
             for j in all_jobs
-            if (status is None or job_status(rows.get(j.job_id)) == status)
-            and (name is None or name.lower() in j.job_name.lower())
-            and (after is None or j.creation_time > after)
-            and (before is None or j.creation_time < before)
+            if query.keeps(job_status(rows.get(j.job_id)), j.job_name, j.creation_time)
         ]
-        jobs.sort(key=lambda j: j.creation_time, reverse=order == "Descending")
+        jobs.sort(key=lambda j: j.creation_time, reverse=query.descending)
         rows_page, token = page(jobs, q.get("maxResults"), q.get("nextToken"))
         summaries = []
         for j in rows_page:
