@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,34 @@ def make_data_dir(tmp: Path) -> Path:
     (data / "models").symlink_to(shared / "models", target_is_directory=True)
     (data / "cache").symlink_to(shared / "cache", target_is_directory=True)
     return data
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "s3-test-key",
+    "AWS_SECRET_ACCESS_KEY": "s3-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextmanager
+def moto_s3():
+    """A real S3-compatible endpoint (moto's server) on 127.0.0.1: ``(url, client)``."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    moto.start()
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1",
+        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+    )  # fmt: skip
+    try:
+        yield url, client
+    finally:
+        moto.stop()
 
 
 @dataclass

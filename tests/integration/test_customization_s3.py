@@ -5,41 +5,26 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import free_port, make_data_dir, start_server, stop_server
+from tests.conftest import S3_ENV, make_data_dir, moto_s3, start_server, stop_server
 from tests.integration.test_customization import ROLE, SMOL, wait_for
 
 pytestmark = pytest.mark.slow
 
-moto_server = pytest.importorskip("moto.server")
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "s3-test-key",
-    "AWS_SECRET_ACCESS_KEY": "s3-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    port = free_port()
-    moto = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    moto.start()
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3", endpoint_url=url, region_name="us-east-1",
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-    )  # fmt: skip
-    tmp = tmp_path_factory.mktemp("s3")
-    server = start_server(
-        tmp, "--data-dir", str(make_data_dir(tmp)), "--s3-endpoint-url", url, env_extra=S3_ENV
-    )
-    yield client, server
-    stop_server(server)
-    moto.stop()
+    with moto_s3() as (url, client):
+        tmp = tmp_path_factory.mktemp("s3")
+        server = start_server(
+            tmp, "--data-dir", str(make_data_dir(tmp)), "--s3-endpoint-url", url, env_extra=S3_ENV
+        )
+        yield client, server
+        stop_server(server)
 
 
 def test_job_reads_data_and_writes_metrics_through_the_endpoint(s3):

@@ -9,42 +9,34 @@ import signal
 import time
 import uuid
 
-import boto3
 import pytest
 
-from tests.conftest import EMBED, free_port, make_data_dir, start_server, stop_server
+from tests.conftest import (
+    EMBED,
+    S3_ENV,
+    make_data_dir,
+    moto_s3,
+    start_server,
+    stop_server,
+)
 from tests.integration.test_knowledge_bases import create_kb, retrieve, s3_source, sync
 from tests.kb_docs import pdf_bytes, write_corpus
 
 pytestmark = pytest.mark.slow
 
-moto_server = pytest.importorskip("moto.server")
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "s3-test-key",
-    "AWS_SECRET_ACCESS_KEY": "s3-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    port = free_port()
-    moto = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    moto.start()
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3", endpoint_url=url, region_name="us-east-1",
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-    )  # fmt: skip
-    tmp = tmp_path_factory.mktemp("kb-s3")
-    server = start_server(
-        tmp, "--data-dir", str(make_data_dir(tmp)), "--s3-endpoint-url", url,
-        "--alias", "amazon.titan-embed-*=" + EMBED, env_extra=S3_ENV,
-    )  # fmt: skip
-    yield client, server
-    stop_server(server)
-    moto.stop()
+    with moto_s3() as (url, client):
+        tmp = tmp_path_factory.mktemp("kb-s3")
+        server = start_server(
+            tmp, "--data-dir", str(make_data_dir(tmp)), "--s3-endpoint-url", url,
+            "--alias", "amazon.titan-embed-*=" + EMBED, env_extra=S3_ENV,
+        )  # fmt: skip
+        yield client, server
+        stop_server(server)
 
 
 def test_moto_bucket_syncs_and_langchain_retrieves(s3, tmp_path):
