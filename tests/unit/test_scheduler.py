@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from outcrop.engines.base import GenerationRequest
-from outcrop.engines.llamacpp.scheduler import Scheduler
+from outcrop.engines.llamacpp.scheduler import INTERACTIVE_GRACE_STEPS, Scheduler
 from outcrop.engines.llamacpp.sequence import Sequence, Status
 
 
@@ -205,5 +205,33 @@ def test_background_work_is_capped_while_interactive_work_runs_and_uncapped_when
     sched.schedule()
     assert sum(1 for s in sched.running if s.background) == 2 and i in sched.running
     sched.finish(i)
-    sched.schedule()  # interactive work gone: background takes every slot again
+    for _ in range(INTERACTIVE_GRACE_STEPS - 1):
+        sched.schedule()  # the next interactive request may come right away
+        assert sum(1 for s in sched.running if s.background) == 2
+    sched.schedule()  # interactive work gone for a while: background takes every slot
     assert sum(1 for s in sched.running if s.background) == 8
+
+
+def test_background_prefill_is_one_chunk_per_step_while_interactive_work_runs():
+    sched = Scheduler(n_slots=8, max_step_tokens=512, prefill_chunk=64, background_share=1.0)
+    i = seq(4)
+    sched.add(i)
+    sched.schedule()
+    start_decoding(i)
+    backs = [bg(40) for _ in range(4)]
+    for b in backs:
+        sched.add(b)
+    entries = sched.schedule()
+    # 160 prompt tokens would fit the step, but a step an interactive client waits on
+    # carries at most one chunk of background prefill.
+    assert sum(len(e.tokens) for e in entries if e.seq.background) == 64
+    assert {e.seq for e in entries if not e.seq.background} == {i}
+
+
+def test_idle_background_prefill_fills_the_step():
+    sched = Scheduler(n_slots=8, max_step_tokens=512, prefill_chunk=64)
+    backs = [bg(40) for _ in range(4)]
+    for b in backs:
+        sched.add(b)
+    entries = sched.schedule()
+    assert sum(len(e.tokens) for e in entries) == 160

@@ -154,7 +154,7 @@ def _lockstep(
 def batched_ceiling(
     path: Path,
     card: ModelCard,
-    body: dict[str, Any],
+    body: dict[str, Any] | list[dict[str, Any]],
     *,
     n_seqs: int,
     n_requests: int,
@@ -162,25 +162,32 @@ def batched_ceiling(
     n_ctx_per_seq: int,
     threads: int,
 ) -> DecodeRun:
-    """(a) ``n_requests`` in waves of ``n_seqs`` sequences decoded together, no HTTP."""
+    """(a) ``n_requests`` in waves of ``n_seqs`` sequences decoded together, no HTTP.
+
+    ``body`` is one request body for all, or one per request (cycled): distinct prompts
+    are what a batch of documents looks like, and nothing is shared between them here.
+    """
+    bodies = body if isinstance(body, list) else [body]
     model = load_model(path, n_seqs, n_ctx_per_seq, threads)
     batch = ll.llama_batch_init(N_BATCH, 0, 1)
     sampler = _Greedy()
     try:
-        prompt = prompt_tokens(model, card, body)
+        prompts = [prompt_tokens(model, card, b) for b in bodies]
         generated = prefill_tokens = 0
         prefill_s = 0.0
         t0 = time.perf_counter()
-        remaining = n_requests
-        while remaining > 0:
-            wave = min(n_seqs, remaining)
-            remaining -= wave
+        done = 0
+        while done < n_requests:
+            wave = [
+                prompts[(done + i) % len(prompts)] for i in range(min(n_seqs, n_requests - done))
+            ]
+            done += len(wave)
             for s in range(n_seqs):
                 model.clear_sequence(s)
             w0 = time.perf_counter()
-            n, times = _lockstep(model, batch, sampler, [prompt] * wave, max_tokens)
+            n, times = _lockstep(model, batch, sampler, wave, max_tokens)
             prefill_s += times[0] - w0
-            prefill_tokens += wave * len(prompt)
+            prefill_tokens += sum(len(p) for p in wave)
             generated += n
         wall = time.perf_counter() - t0
         return DecodeRun(n_seqs, generated, wall, prefill_tokens, prefill_s)

@@ -8,7 +8,10 @@ whole step, which keeps time-to-first-token low.
 
 Two classes: interactive requests always take a free slot first; background ones (batch
 records) get the slots left over, and give theirs back at the next step boundary when
-interactive requests wait (:meth:`Scheduler.preempt`).
+interactive requests wait (:meth:`Scheduler.preempt`). While interactive work is about
+(running, waiting, or seen within the last ``INTERACTIVE_GRACE_STEPS``), background work
+keeps at most its share of the slots and one small prefill chunk per step: an arriving
+interactive request waits for the step in flight, so that step must stay short.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ class StepEntry:
     start_pos: int
     wants_logits: bool
 
+
+INTERACTIVE_GRACE_STEPS = 16
+"""Steps after the last interactive sequence during which background work stays capped:
+clients that send their next request right after the last one ended find short steps, and
+background sequences are not admitted only to be pre-empted a moment later."""
 
 Placer = Callable[[Sequence, list[int]], int]
 """Picks (and removes) a free slot for a sequence, and may set its ``n_prefilled`` to
@@ -53,6 +61,7 @@ class Scheduler:
         self.max_step_tokens = max_step_tokens
         self.prefill_chunk = prefill_chunk
         self.place = place
+        self._steps_without_interactive = INTERACTIVE_GRACE_STEPS
 
     def add(self, seq: Sequence) -> None:
         (self.waiting_background if seq.background else self.waiting).append(seq)
@@ -63,10 +72,17 @@ class Scheduler:
     def _interactive_active(self) -> bool:
         return bool(self.waiting) or any(not s.background for s in self.running)
 
+    def interactive_recent(self) -> bool:
+        """Interactive work runs, waits, or ran within the last few steps."""
+        return (
+            self._interactive_active()
+            or self._steps_without_interactive < INTERACTIVE_GRACE_STEPS
+        )
+
     def _background_room(self) -> int:
         """How many more background sequences may run now."""
         n_bg = sum(1 for s in self.running if s.background)
-        if not self._interactive_active():
+        if not self.interactive_recent():
             return self.n_slots - n_bg
         return self.background_cap - n_bg
 
@@ -104,6 +120,10 @@ class Scheduler:
                 self.running.append(seq)
 
     def schedule(self) -> list[StepEntry]:
+        if self._interactive_active():
+            self._steps_without_interactive = 0
+        else:
+            self._steps_without_interactive += 1
         self._admit()
         entries: list[StepEntry] = []
         n_decode = 0
@@ -117,8 +137,12 @@ class Scheduler:
         # while others decode, so running streams never stall behind them.
         budget = self.max_step_tokens - n_decode
         long_budget = self.prefill_chunk if n_decode else budget
+        # Background prompts get one chunk per step while interactive work is about.
+        background_budget = self.prefill_chunk if self.interactive_recent() else budget
         # Interactive prompts get the prefill budget before background ones.
         for seq in sorted(self.running, key=lambda s: s.background):
+            if seq.background:
+                budget = min(budget, background_budget)
             if budget <= 0:
                 break
             if seq.status is not Status.PREFILL:
@@ -141,6 +165,8 @@ class Scheduler:
             chunk = seq.prefill_tokens[start : start + take]
             entries.append(StepEntry(seq, chunk, start, start + take == seq.n_prefill))
             budget -= take
+            if seq.background:
+                background_budget -= take
         # Per-sequence KV caches want the batch ordered by sequence id (engine-notes
         # pitfall 2: about 2x slower otherwise).
         entries.sort(key=lambda e: e.seq.slot)
