@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -40,32 +38,10 @@ def record_prompt(i: int) -> str:
     return f"Write one sentence about {SUBJECTS[i % len(SUBJECTS)]} on day {i}."
 
 
-def pooled(runs: list):
-    """Several load runs as one: all requests, the walls added up."""
-    from outcrop.bench.client import LoadResult
-
-    return LoadResult(
-        [r for run in runs for r in run.requests],
-        sum(run.wall_s for run in runs),
-        runs[0].concurrency,
-    )
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(
-            line
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        ).split()
-    except (OSError, StopIteration):
-        return platform.processor()
-    return " ".join(f for f in flags if f.startswith(("avx", "amx")))
-
-
 def main() -> None:
     from outcrop.bench import baselines, report
     from outcrop.bench.client import BedrockClient, converse_body, run_load
+    from outcrop.bench.runner import machine
     from outcrop.bench.serverproc import ServerProcess
     from outcrop.models.catalog import Catalog
     from outcrop.models.store import ModelStore
@@ -91,8 +67,7 @@ def main() -> None:
     body = converse_body(PROMPT, a.max_tokens)  # the interactive clients' request
     record_bodies = [converse_body(record_prompt(i), a.max_tokens) for i in range(a.records)]
     n_ctx_per_seq = 256
-    out: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
-                             "flags": cpu_flags(), "cores": os.cpu_count()},
+    out: dict = {"machine": machine(),
                  "model": a.model, "file": path.name, "records": a.records,
                  "max_tokens": a.max_tokens, "parallel": a.parallel, "threads": a.threads}  # fmt: skip
 
@@ -174,8 +149,8 @@ def main() -> None:
             bedrock.stop_model_invocation_job(jobIdentifier=arn)
             while job(arn)["status"] not in ("Stopped", "Completed", "PartiallyCompleted"):
                 time.sleep(0.2)
-        alone = report.summarize_load(pooled(alone_runs))
-        busy = report.summarize_load(pooled(busy_runs))
+        alone = report.summarize_load(report.pooled(alone_runs))
+        busy = report.summarize_load(report.pooled(busy_runs))
         out["interactive_alone"] = alone
         out["interactive_with_batch"] = busy
         out["batch_records_during_interactive"] = progressed

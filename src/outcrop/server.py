@@ -196,9 +196,12 @@ def build_server(settings: Settings) -> Server:
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)
     GuardrailsApi(guardrails).register(router)
+    # Twice the slots in flight: the engine's background queue always holds the next
+    # record, so a finished record's slot is refilled at the next step, not after its
+    # output is written.
     batch = BatchService(
         resolver, invoker, settings.data_dir, settings.region, settings.account_id, db, runner,
-        s3_endpoint_url=settings.s3_endpoint_url, concurrency=settings.max_batch,
+        s3_endpoint_url=settings.s3_endpoint_url, concurrency=2 * settings.max_batch,
     )  # fmt: skip
     BatchApi(batch).register(router)
     knowledge = _knowledge(settings, embeddings, runtime, router, db, runner)

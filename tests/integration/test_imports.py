@@ -15,24 +15,24 @@ import threading
 import time
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import (
+    S3_ENV,
     SMOL,
     TEST_API_KEY,
-    free_port,
     make_data_dir,
     models_data_dir,
+    moto_s3,
     start_server,
     stop_server,
 )
 
 pytestmark = pytest.mark.slow
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 ROLE = "arn:aws:iam::000000000000:role/outcrop-test"
 SYSTEM = "You are a helpful assistant."
 PROMPTS = [
@@ -41,11 +41,6 @@ PROMPTS = [
     "Write a haiku about the sea.",
     "How many legs does a spider have?",
 ]
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "s3-test-key",
-    "AWS_SECRET_ACCESS_KEY": "s3-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 def smol_card():
@@ -65,18 +60,14 @@ def smol_gguf() -> Path:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("imports")
-    port = free_port()
-    moto = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    moto.start()
-    s3_url = f"http://127.0.0.1:{port}"
-    data = make_data_dir(tmp)
-    server = start_server(
-        tmp, "--data-dir", str(data), "--s3-endpoint-url", s3_url,
-        env_extra={**S3_ENV, "OUTCROP_IMPORT_DELETE_WAIT_S": "300"},  # a shared, slow machine
-    )  # fmt: skip
-    yield server, tmp, data, s3_url
-    stop_server(server)
-    moto.stop()
+    with moto_s3() as (s3_url, s3):
+        data = make_data_dir(tmp)
+        server = start_server(
+            tmp, "--data-dir", str(data), "--s3-endpoint-url", s3_url,
+            env_extra={**S3_ENV, "OUTCROP_IMPORT_DELETE_WAIT_S": "300"},  # a slow machine
+        )  # fmt: skip
+        yield server, tmp, data, s3
+        stop_server(server)
 
 
 def create(bedrock, name: str, uri: str, job_name: str | None = None, **extra) -> str:
@@ -410,13 +401,8 @@ def test_hf_folder_round_trip_over_file(live, hf_dir):
 
 
 def test_hf_folder_round_trip_over_s3(live, hf_dir):
-    server, _, data, s3_url = live
+    server, _, data, s3 = live
     bedrock, runtime = server.client("bedrock"), server.client("bedrock-runtime")
-    s3 = boto3.client(
-        "s3", endpoint_url=s3_url, region_name="us-east-1",
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-    )  # fmt: skip
     s3.create_bucket(Bucket="models")
     for f in hf_dir.iterdir():
         s3.upload_file(str(f), "models", f"smol/v1/{f.name}")

@@ -22,6 +22,15 @@ def to_ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1000, 3)
 
 
+def pooled(runs: list[LoadResult]) -> LoadResult:
+    """Several load runs as one (alternating rounds): all requests, the walls added up."""
+    return LoadResult(
+        [r for run in runs for r in run.requests],
+        sum(run.wall_s for run in runs),
+        runs[0].concurrency,
+    )
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None

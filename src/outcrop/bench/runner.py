@@ -24,6 +24,7 @@ from outcrop.bench.client import BedrockClient, RequestResult, converse_body, ru
 from outcrop.bench.options import BenchOptions
 from outcrop.bench.serverproc import ServerProcess
 from outcrop.models.catalog import Catalog, ModelCard
+from outcrop.models.formats import cpu_flags
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore, safe_name
 
@@ -47,7 +48,14 @@ def machine() -> dict[str, Any]:
             ram = round(kib / 2**20, 1)
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "python": sys.version.split()[0]}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": ram,
+        "python": sys.version.split()[0],
+        # Machines vary (AVX2 or AVX-512, bf16 or not): figures mean little without them.
+        "flags": " ".join(sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))),
+    }
 
 
 class Bench:

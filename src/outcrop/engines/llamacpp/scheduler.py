@@ -75,8 +75,7 @@ class Scheduler:
     def interactive_recent(self) -> bool:
         """Interactive work runs, waits, or ran within the last few steps."""
         return (
-            self._interactive_active()
-            or self._steps_without_interactive < INTERACTIVE_GRACE_STEPS
+            self._interactive_active() or self._steps_without_interactive < INTERACTIVE_GRACE_STEPS
         )
 
     def _background_room(self) -> int:
