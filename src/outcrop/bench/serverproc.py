@@ -128,6 +128,9 @@ class ServerProcess(LoopbackServer):
             "OUTCROP_ACCESS_KEY_ID": self.key,
             "OUTCROP_SECRET_ACCESS_KEY": self.secret,
             "OUTCROP_N_CTX": str(n_ctx),
+            # A bench loads one side while the other waits: the waiting side must not
+            # unload its model and pay the load in its next time-to-first-token.
+            "OUTCROP_KEEP_ALIVE": "-1",
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("OUTCROP_API_KEY", None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,3 +82,14 @@ def page(items: list[Any], body: Obj, *, limit: int = 1000) -> tuple[list[Any], 
         start = int(token)
     end = start + size
     return items[start:end], (str(end) if end < len(items) else None)
+
+
+def paged(
+    results: str, items: list[Any], body: Obj, summary: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """A List* response: one page of ``items`` summarized under ``results``, the token."""
+    chunk, token = page(items, body)
+    out: dict[str, Any] = {results: [summary(item) for item in chunk]}
+    if token:
+        out["nextToken"] = token
+    return out

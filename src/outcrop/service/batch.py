@@ -42,7 +42,6 @@ from outcrop.service.control_fields import (
     enum,
     missing,
     new_id,
-    page,
     pattern,
     replayed_job,
 )
@@ -257,13 +256,12 @@ class BatchService:
         jobs = self.db.jobs()
         rows = self.states.many(j.job_id for j in jobs)
         details = [self._details(j, rows.get(j.job_id)) for j in jobs]
-        picked = [d for d in details if query.keeps(d["status"], d["jobName"], d["submitTime"])]
-        picked.sort(key=lambda d: d["submitTime"], reverse=query.descending)
-        rows_page, token = page(picked, q.get("maxResults"), q.get("nextToken"))
-        out: dict[str, Any] = {"invocationJobSummaries": rows_page}
-        if token:
-            out["nextToken"] = token
-        return out
+        return query.respond(
+            details,
+            lambda d: (d["status"], d["jobName"], d["submitTime"]),
+            q,
+            "invocationJobSummaries",
+        )
 
     def stop_job(self, identifier: str) -> None:
         job = self._job(identifier)
@@ -421,13 +419,9 @@ class BatchService:
         invs = self.db.invocations()
         rows = self.states.many(i.invocation_id for i in invs)
         details = [self._async_details(i, rows.get(i.invocation_id)) for i in invs]
-        picked = [d for d in details if query.keeps(d["status"], None, d["submitTime"])]
-        picked.sort(key=lambda d: d["submitTime"], reverse=query.descending)
-        rows_page, token = page(picked, q.get("maxResults"), q.get("nextToken"))
-        out: dict[str, Any] = {"asyncInvokeSummaries": rows_page}
-        if token:
-            out["nextToken"] = token
-        return out
+        return query.respond(
+            details, lambda d: (d["status"], None, d["submitTime"]), q, "asyncInvokeSummaries"
+        )
 
 
 def _inside(child_uri: str, parent_uri: str) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -135,3 +135,21 @@ class ListQuery:
             and (self.after is None or when > self.after)
             and (self.before is None or when < self.before)
         )
+
+    def respond(
+        self,
+        items: Iterable[Any],
+        facts: Callable[[Any], tuple[str, str | None, float]],
+        q: dict[str, str | None],
+        results: str,
+        summary: Callable[[Any], dict[str, Any]] = lambda item: item,
+    ) -> dict[str, Any]:
+        """The List* response: ``items`` filtered by their (status, name, time) ``facts``,
+        ordered by time, one page of them summarized under ``results``, and the token."""
+        kept = [item for item in items if self.keeps(*facts(item))]
+        kept.sort(key=lambda item: facts(item)[2], reverse=self.descending)
+        chunk, token = page(kept, q.get("maxResults"), q.get("nextToken"))
+        out: dict[str, Any] = {results: [summary(item) for item in chunk]}
+        if token:
+            out["nextToken"] = token
+        return out

@@ -360,17 +360,10 @@ class CustomizationService:
 
     def list_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
         query = ListQuery.parse(q, JOB_STATUSES)
-        all_jobs = self.db.jobs()
-        rows = self.states.many(j.job_id for j in all_jobs)
-        jobs = [
-            j
-            for j in all_jobs
-            if query.keeps(job_status(rows.get(j.job_id)), j.job_name, j.creation_time)
-        ]
-        jobs.sort(key=lambda j: j.creation_time, reverse=query.descending)
-        rows_page, token = page(jobs, q.get("maxResults"), q.get("nextToken"))
-        summaries = []
-        for j in rows_page:
+        jobs = self.db.jobs()
+        rows = self.states.many(j.job_id for j in jobs)
+
+        def summary(j: Any) -> dict[str, Any]:
             row = rows.get(j.job_id)
             j_status = job_status(row)
             s = {
@@ -388,11 +381,15 @@ class CustomizationService:
                 s["customModelArn"] = j.model_arn
             if row is not None and row.ended_at:
                 s["endTime"] = row.ended_at
-            summaries.append(s)
-        out: dict[str, Any] = {"modelCustomizationJobSummaries": summaries}
-        if token:
-            out["nextToken"] = token
-        return out
+            return s
+
+        return query.respond(
+            jobs,
+            lambda j: (job_status(rows.get(j.job_id)), j.job_name, j.creation_time),
+            q,
+            "modelCustomizationJobSummaries",
+            summary,
+        )
 
     def stop_job(self, identifier: str) -> None:
         job = self._job(identifier)

@@ -310,27 +310,22 @@ class ImportService:
 
     def list_model_import_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
         query = ListQuery.parse(q, JOB_STATUSES)
-        all_jobs = self.db.jobs()
-        rows = self.states.many(j.job_id for j in all_jobs)
-        jobs = [
-            j
-            for j in all_jobs
-            if query.keeps(job_status(rows.get(j.job_id)), j.job_name, j.creation_time)
-        ]
-        jobs.sort(key=lambda j: j.creation_time, reverse=query.descending)
-        chunk, token = page(jobs, q.get("maxResults"), q.get("nextToken"))
-        summaries = []
-        for j in chunk:
+        jobs = self.db.jobs()
+        rows = self.states.many(j.job_id for j in jobs)
+        keys = ("jobArn", "jobName", "status", "lastModifiedTime", "creationTime",
+                "importedModelName", "importedModelArn", "endTime")  # fmt: skip
+
+        def summary(j: Any) -> dict[str, Any]:
             d = self.job_details(j, rows.get(j.job_id))
-            summaries.append(
-                {k: d[k] for k in ("jobArn", "jobName", "status", "lastModifiedTime",
-                                   "creationTime", "importedModelName", "importedModelArn",
-                                   "endTime") if k in d}
-            )  # fmt: skip
-        out: dict[str, Any] = {"modelImportJobSummaries": summaries}
-        if token:
-            out["nextToken"] = token
-        return out
+            return {k: d[k] for k in keys if k in d}
+
+        return query.respond(
+            jobs,
+            lambda j: (job_status(rows.get(j.job_id)), j.job_name, j.creation_time),
+            q,
+            "modelImportJobSummaries",
+            summary,
+        )
 
     def _job_succeeded(self, row: JobRow, result: dict[str, Any]) -> None:
         """The worker's result: the imported model is recorded and served (before the job

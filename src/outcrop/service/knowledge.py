@@ -35,7 +35,7 @@ from outcrop.service.agent_fields import (
     iso,
     length,
     new_id,
-    page,
+    paged,
     pattern,
     request,
 )
@@ -285,22 +285,18 @@ class KnowledgeService:
 
     def list_knowledge_bases(self, body: dict[str, Any]) -> dict[str, Any]:
         kbs = sorted(self.db.knowledge_bases(), key=lambda k: k.created_at)
-        items, token = page(kbs, request(body))
-        out: dict[str, Any] = {
-            "knowledgeBaseSummaries": [
-                {
-                    "knowledgeBaseId": k.kb_id,
-                    "name": k.name,
-                    "status": k.status,
-                    "updatedAt": iso(k.updated_at),
-                    **({"description": k.description} if k.description else {}),
-                }
-                for k in items
-            ]
-        }
-        if token:
-            out["nextToken"] = token
-        return out
+        return paged(
+            "knowledgeBaseSummaries",
+            kbs,
+            request(body),
+            lambda k: {
+                "knowledgeBaseId": k.kb_id,
+                "name": k.name,
+                "status": k.status,
+                "updatedAt": iso(k.updated_at),
+                **({"description": k.description} if k.description else {}),
+            },
+        )
 
     async def delete_knowledge_base(self, kb_id: str) -> dict[str, Any]:
         kb = await asyncio.to_thread(self.knowledge_base, kb_id)
@@ -423,23 +419,19 @@ class KnowledgeService:
     def list_data_sources(self, kb_id: str, body: dict[str, Any]) -> dict[str, Any]:
         self.knowledge_base(kb_id)
         sources = sorted(self.db.data_sources(kb_id), key=lambda d: d.created_at)
-        items, token = page(sources, request(body))
-        out: dict[str, Any] = {
-            "dataSourceSummaries": [
-                {
-                    "knowledgeBaseId": d.kb_id,
-                    "dataSourceId": d.ds_id,
-                    "name": d.name,
-                    "status": d.status,
-                    "updatedAt": iso(d.updated_at),
-                    **({"description": d.description} if d.description else {}),
-                }
-                for d in items
-            ]
-        }
-        if token:
-            out["nextToken"] = token
-        return out
+        return paged(
+            "dataSourceSummaries",
+            sources,
+            request(body),
+            lambda d: {
+                "knowledgeBaseId": d.kb_id,
+                "dataSourceId": d.ds_id,
+                "name": d.name,
+                "status": d.status,
+                "updatedAt": iso(d.updated_at),
+                **({"description": d.description} if d.description else {}),
+            },
+        )
 
     async def delete_data_source(self, kb_id: str, ds_id: str) -> dict[str, Any]:
         ds = await asyncio.to_thread(self.data_source, kb_id, ds_id)
