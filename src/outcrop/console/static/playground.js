@@ -86,8 +86,10 @@ export function render(root) {
       const rate = out && first !== null && end > first ? (out / ((end - first) / 1000)).toFixed(1) : "–";
       stats.textContent = `TTFT ${first === null ? "–" : Math.round(first - started)} ms · ${rate} tokens/s · ` +
         `${usage ? usage.prompt_tokens : "?"} in / ${out ?? "?"} out tokens · ${Math.round(end - started)} ms total`;
+      return true;
     } catch (error) {
       stats.replaceWith(errorBox(error));
+      return false;
     }
   }
 
@@ -102,9 +104,9 @@ export function render(root) {
     remember();
     controller = new AbortController();
     send.disabled = true; stop.disabled = false;
-    await Promise.all(columns.map((c) => ask(c, text, controller.signal)));
+    const done = await Promise.all(columns.map((c) => ask(c, text, controller.signal)));
     controller = null; send.disabled = false; stop.disabled = true;
-    if (!status.childNodes.length) { form.prompt.value = ""; remember(); }
+    if (done.every(Boolean)) { form.prompt.value = ""; remember(); } // keep it to retry
     if (!code.hidden) code.textContent = boto3(columns[0], text);
   });
   stop.addEventListener("click", () => controller && controller.abort());
