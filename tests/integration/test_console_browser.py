@@ -131,7 +131,7 @@ def test_compare_two_models_side_by_side_with_code(page, live):
     page.get_by_test_id("show-code").click()
     code = page.get_by_test_id("code").inner_text()
     assert "client.converse(" in code and SMOL in code and '"maxTokens":40' in code
-    assert "Answer in one short sentence." in code
+    assert "Answer in one short sentence." in code and "Name a color of the sky." in code
     shot(page, "playground-compare")
 
 
@@ -154,7 +154,9 @@ def test_markup_in_a_model_answer_renders_as_text(page, live):
     sign_in(page, server.url)
     evil = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script><b>bold</b>'
     # The answer arrives exactly as the API frames it (SSE chunks), carrying markup.
-    chunks = [{"choices": [{"index": 0, "delta": {"content": piece}}]} for piece in (evil[:20], evil[20:])]
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"content": piece}}]} for piece in (evil[:20], evil[20:])
+    ]
     chunks.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
     body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
     page.route(
@@ -271,7 +273,9 @@ def test_guardrail_tester_masks_and_knowledge_page_renders(page, live):
     sync_api.expect(result).to_contain_text("GUARDRAIL_INTERVENED")
     shot(page, "guardrails")
     page.goto(f"{server.url}/console/#/knowledge")
-    sync_api.expect(page.get_by_role("heading", name="Knowledge base retrieve tester")).to_be_visible()
+    sync_api.expect(
+        page.get_by_role("heading", name="Knowledge base retrieve tester")
+    ).to_be_visible()
     shot(page, "knowledge")
 
 
@@ -288,9 +292,7 @@ def test_first_paint_of_each_page_from_a_cold_cache(browser, live):
             context.add_cookies(cookies)
         page = context.new_page()
         page.goto(f"{server.url}/console/#/{name}")
-        page.wait_for_function(
-            "performance.getEntriesByName('first-contentful-paint').length > 0"
-        )
+        page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0")
         timings[name] = round(
             page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime"), 1
         )
@@ -327,3 +329,21 @@ def test_one_time_link_signs_in_once(browser, live):
     page.goto(link)
     sync_api.expect(page.get_by_test_id("signin")).to_contain_text("already used or has expired")
     context.close()
+
+
+def test_pages_fit_a_phone_screen_without_sideways_scrolling(browser, live):
+    server, _ = live
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    sign_in(page, server.url)
+    sync_api.expect(page.get_by_test_id("model-0")).to_be_visible()
+    widths = {}
+    for name in PAGES:
+        page.goto(f"{server.url}/console/#/{name}")
+        page.wait_for_timeout(500)
+        widths[name] = page.evaluate("document.documentElement.scrollWidth")
+    page.goto(f"{server.url}/console/#/playground")
+    page.wait_for_timeout(500)
+    shot(page, "phone-playground")
+    context.close()
+    assert all(w <= 392 for w in widths.values()), widths

@@ -2,7 +2,7 @@
 import { call } from "./api.js";
 import { lineChart } from "./chart.js";
 import { chatModels, modelSelect } from "./models-list.js";
-import { badge, clear, el, errorBox, when } from "./dom.js";
+import { append, badge, clear, el, errorBox, when } from "./dom.js";
 
 const ACTIVE = new Set(["InProgress", "Stopping", "Submitted", "Validating", "Scheduled", "IN_PROGRESS", "STARTING", "STOPPING"]);
 
@@ -87,7 +87,7 @@ export function render(root) {
       const points = steps.map((s) => [s.step, s.trainingLoss]);
       const last = steps[steps.length - 1];
       const stop = el("button", { class: "danger", "data-testid": "stop-job", onclick: () => act("POST", `/model-customization-jobs/${id}/stop`) }, "Stop job");
-      clear(detail).append(
+      append(clear(detail), [
         el("h2", {}, job.jobName, " ", badge(job.status)),
         el("div", { class: "muted" }, `${job.customizationType} of ${job.baseModelArn.split("/").pop()} → ${job.outputModelName}`),
         job.failureMessage ? errorBox(new Error(job.failureMessage)) : null,
@@ -95,7 +95,7 @@ export function render(root) {
         el("div", { "data-testid": "loss-chart", "data-points": String(points.length) },
           lineChart([{ name: "training loss", points }], { label: "training loss by step", yFormat: (y) => y.toFixed(2) })),
         ACTIVE.has(job.status) ? stop : null,
-        job.outputModelArn ? el("p", {}, "Model: ", el("code", {}, job.outputModelArn)) : null);
+        job.outputModelArn ? el("p", {}, "Model: ", el("code", {}, job.outputModelArn)) : null]);
       if (ACTIVE.has(job.status)) timers.push(setTimeout(() => showDetail(arn), 1000));
     } catch (error) { clear(detail).append(errorBox(error)); }
   }

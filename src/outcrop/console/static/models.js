@@ -24,7 +24,7 @@ export function render(root) {
     if (pull.status === "pulling") state = el("div", {}, badge("pulling"), el("progress", { "aria-label": `Pulling ${m.modelId}` }));
     else if (m.installed) state = badge("installed");
     else state = el("button", { class: "secondary", onclick: () => startPull(m.modelId) }, "Pull");
-    const gate = m.weights && m.weights.reason ? m.weights.reason : "";
+    const gate = gateText(m.weights);
     return el("tr", { "data-model": m.modelId },
       el("td", {}, el("b", {}, m.name), el("div", { class: "muted" }, m.modelId), m.arn ? el("div", { class: "muted" }, m.arn) : null),
       el("td", {}, m.kind),
@@ -52,4 +52,19 @@ export function render(root) {
   refresh();
   const poll = setInterval(refresh, 5000);
   return () => { stopped = true; clearTimeout(timer); clearInterval(poll); };
+}
+
+// The quality gate's own numbers when the store converted the weights, else its reason.
+function gateText(weights) {
+  if (!weights) return "";
+  const c = weights.converted;
+  const parts = [];
+  if (c && c.perplexity !== undefined) {
+    parts.push(`${String(c.format).toUpperCase()} ${c.accepted ? "accepted" : "rejected"}: perplexity ${c.perplexity}` +
+      ` (${c.delta_pct > 0 ? "+" : ""}${c.delta_pct}% vs original, bound ${c.bound_pct}%)`);
+    if (c.greedy_agreement !== undefined) parts.push(`greedy agreement ${Math.round(c.greedy_agreement * 100)}%`);
+    if (c.decode_tok_s !== undefined) parts.push(`decode ${c.decode_tok_s} tokens/s`);
+  }
+  if (weights.reason) parts.push(weights.reason);
+  return parts.join(" · ");
 }

@@ -95,7 +95,7 @@ export function render(root) {
 
   const formEl = el("form", { class: "card" },
     el("label", { for: "prompt" }, "Prompt"), form.prompt,
-    el("p", { class: "row" }, send, stop, reset, showCode));
+    el("p", { class: "actions" }, send, stop, reset, showCode));
   formEl.addEventListener("submit", async (event) => {
     event.preventDefault();
     const text = form.prompt.value.trim();
@@ -107,20 +107,22 @@ export function render(root) {
     const done = await Promise.all(columns.map((c) => ask(c, text, controller.signal)));
     controller = null; send.disabled = false; stop.disabled = true;
     if (done.every(Boolean)) { form.prompt.value = ""; remember(); } // keep it to retry
-    if (!code.hidden) code.textContent = boto3(columns[0], text);
+    if (!code.hidden) code.textContent = boto3(columns[0], form.prompt.value.trim());
   });
   stop.addEventListener("click", () => controller && controller.abort());
   showCode.addEventListener("click", () => {
     code.hidden = !code.hidden;
-    code.textContent = boto3(columns[0], form.prompt.value.trim() || "Hello!");
+    code.textContent = boto3(columns[0], form.prompt.value.trim());
   });
 
   function boto3(column, text) {
     const p = params();
     const inference = { temperature: p.temperature, topP: p.top_p, maxTokens: p.max_tokens };
     if (p.stop) inference.stopSequences = p.stop;
-    const messages = [...column.history.map((m) => ({ role: m.role, content: [{ text: m.content }] }))];
-    if (!messages.length || messages[messages.length - 1].role === "assistant") messages.push({ role: "user", content: [{ text }] });
+    // A typed prompt: the next turn. None: the request just sent (the history less its answer).
+    const turns = text ? [...column.history, { role: "user", content: text }]
+      : column.history.length ? column.history.slice(0, -1) : [{ role: "user", content: "Hello!" }];
+    const messages = turns.map((m) => ({ role: m.role, content: [{ text: m.content }] }));
     const lines = [
       "import boto3", "",
       `client = boto3.client("bedrock-runtime", endpoint_url=${JSON.stringify(location.origin)}, region_name="us-east-1")`,
