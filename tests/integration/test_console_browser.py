@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GEMMA, SMOL, TEST_API_KEY, start_server, stop_server
+from tests.conftest import EMBED, GEMMA, REGION, SMOL, TEST_API_KEY, start_server, stop_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip(
@@ -253,7 +253,7 @@ def test_models_page_shows_installed_and_loaded_models(page, live):
     shot(page, "models")
 
 
-def test_guardrail_tester_masks_and_knowledge_page_renders(page, live):
+def test_guardrail_tester_shows_the_assessment_and_masked_output(page, live):
     server, _ = live
     bedrock = server.client("bedrock")
     made = bedrock.create_guardrail(
@@ -272,11 +272,6 @@ def test_guardrail_tester_masks_and_knowledge_page_renders(page, live):
     sync_api.expect(result).to_contain_text("{EMAIL}")
     sync_api.expect(result).to_contain_text("GUARDRAIL_INTERVENED")
     shot(page, "guardrails")
-    page.goto(f"{server.url}/console/#/knowledge")
-    sync_api.expect(
-        page.get_by_role("heading", name="Knowledge base retrieve tester")
-    ).to_be_visible()
-    shot(page, "knowledge")
 
 
 def test_first_paint_of_each_page_from_a_cold_cache(browser, live):
@@ -347,3 +342,58 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(browser, live):
     shot(page, "phone-playground")
     context.close()
     assert all(w <= 392 for w in widths.values()), widths
+
+
+def test_retrieve_tester_ranks_chunks_with_scores_and_sources(page, live):
+    server, _ = live
+    agent = server.client("bedrock-agent")
+    kb = agent.create_knowledge_base(
+        name="console-kb", roleArn="arn:aws:iam::000000000000:role/outcrop-test",
+        knowledgeBaseConfiguration={
+            "type": "VECTOR",
+            "vectorKnowledgeBaseConfiguration": {
+                "embeddingModelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{EMBED}"
+            },
+        },
+        storageConfiguration={
+            "type": "OPENSEARCH_SERVERLESS",
+            "opensearchServerlessConfiguration": {
+                "collectionArn": "arn:aws:aoss:us-east-1:000000000000:collection/abc",
+                "vectorIndexName": "idx",
+                "fieldMapping": {"vectorField": "v", "textField": "t", "metadataField": "m"},
+            },
+        },
+    )["knowledgeBase"]  # fmt: skip
+    kb_id = kb["knowledgeBaseId"]
+    deadline = time.monotonic() + 60
+    while agent.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["status"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    ds_id = agent.create_data_source(
+        knowledgeBaseId=kb_id, name="direct", dataSourceConfiguration={"type": "CUSTOM"},
+    )["dataSource"]["dataSourceId"]  # fmt: skip
+    texts = {
+        "remote": "Employees may work remotely on Fridays.",
+        "coffee": "The office coffee machine is descaled monthly.",
+        "xss": '<img src=x onerror="window.__xss=1"> Parking is free after six.',
+    }
+    agent.ingest_knowledge_base_documents(
+        knowledgeBaseId=kb_id, dataSourceId=ds_id,
+        documents=[
+            {"content": {"dataSourceType": "CUSTOM", "custom": {
+                "customDocumentIdentifier": {"id": key}, "sourceType": "IN_LINE",
+                "inlineContent": {"type": "TEXT", "textContent": {"data": text}}}}}
+            for key, text in texts.items()
+        ],
+    )  # fmt: skip
+    sign_in(page, server.url, hash_="#/knowledge")
+    page.get_by_test_id("kb").select_option(kb_id)
+    page.get_by_test_id("kb-query").fill("Can I work from home?")
+    page.get_by_role("button", name="Retrieve").click()
+    results = page.get_by_test_id("kb-results").locator("li")
+    sync_api.expect(results).to_have_count(3)
+    sync_api.expect(results.first).to_contain_text(texts["remote"])
+    sync_api.expect(results.first).to_contain_text(re.compile(r"score \d\.\d{4} · document remote"))
+    sync_api.expect(page.get_by_test_id("kb-results")).to_contain_text(texts["xss"])
+    assert page.evaluate("window.__xss") is None and page.locator("main img").count() == 0
+    shot(page, "knowledge")

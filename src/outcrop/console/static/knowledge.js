@@ -36,6 +36,8 @@ export function render(root) {
 
 function source(location) {
   if (!location) return "unknown source";
-  for (const value of Object.values(location)) if (value && typeof value === "object" && (value.uri || value.url)) return value.uri || value.url;
+  for (const value of Object.values(location)) {
+    if (value && typeof value === "object" && (value.uri || value.url || value.id)) return value.uri || value.url || `document ${value.id}`;
+  }
   return location.type || "unknown source";
 }

@@ -40,7 +40,9 @@ export function render(root) {
   function layout() {
     const n = Number(form.compare.value);
     const chosen = saved().models || [];
-    const defaults = models.filter((m) => m.installed).map((m) => m.arn || m.modelId);
+    // Loaded models first (they answer at once), then installed ones.
+    const ready = [...models.filter((m) => m.loaded), ...models.filter((m) => m.installed && !m.loaded)];
+    const defaults = ready.map((m) => m.arn || m.modelId);
     columns = [];
     clear(columnsBox);
     for (let i = 0; i < n; i++) {
