@@ -135,6 +135,17 @@ def test_compare_two_models_side_by_side_with_code(page, live):
     shot(page, "playground-compare")
 
 
+def test_an_api_error_is_shown_in_place_in_words(page, live):
+    server, _ = live
+    sign_in(page, server.url)
+    page.locator("#max-tokens").fill("-3")
+    page.get_by_test_id("prompt").fill("Hello")
+    page.get_by_test_id("send").click()
+    error = page.get_by_test_id("transcript-0").get_by_test_id("error")
+    sync_api.expect(error).to_contain_text("max_tokens")
+    sync_api.expect(page.get_by_test_id("prompt")).to_have_value("Hello")  # kept to retry
+
+
 def test_an_ended_session_returns_to_sign_in_and_keeps_the_prompt(page, live):
     server, _ = live
     sign_in(page, server.url)
@@ -215,6 +226,8 @@ def test_fine_tuning_job_shows_a_live_loss_chart_and_stops(page, live):
     assert len([s for s in seen if s > 0]) >= 3, f"the chart did not grow: {seen}\n{page_text}"
     assert page.get_by_test_id("loss-chart").locator("path[data-series]").count() == 1
     sync_api.expect(page.get_by_test_id("loss-summary")).to_contain_text("training loss")
+    for table in ("import-jobs", "batch-jobs", "ingestion-jobs"):
+        assert page.get_by_test_id(table).get_by_test_id("error").count() == 0, table
     shot(page, "jobs")
     page.get_by_test_id("stop-job").click()
     sync_api.expect(page.get_by_test_id("job-detail")).to_contain_text(
