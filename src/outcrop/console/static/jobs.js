@@ -93,7 +93,7 @@ export function render(root) {
         job.failureMessage ? errorBox(new Error(job.failureMessage)) : null,
         el("p", { "data-testid": "loss-summary" }, last ? `step ${last.step} · epoch ${last.epoch} · training loss ${last.trainingLoss.toFixed(4)}` : "no training steps yet"),
         el("div", { "data-testid": "loss-chart", "data-points": String(points.length) },
-          lineChart([{ name: "training loss", points }], { label: "training loss by step", yFormat: (y) => y.toFixed(2) })),
+          lineChart([{ name: "training loss", points }], { label: "training loss by step", xFormat: (x) => (Number.isInteger(x) ? x : ""), yFormat: (y) => y.toFixed(2) })),
         ACTIVE.has(job.status) ? stop : null,
         job.outputModelArn ? el("p", {}, "Model: ", el("code", {}, job.outputModelArn)) : null]);
       if (ACTIVE.has(job.status)) timers.push(setTimeout(() => showDetail(arn), 1000));
