@@ -47,6 +47,7 @@ class Server:
     manager: ModelManager
     access_key: tuple[str, str] | None
     created_credentials: bool
+    console: object | None = None  # outcrop.console.ConsoleApp
 
 
 def engine_factory(settings: Settings):
@@ -149,6 +150,20 @@ def _guardrails(settings, catalog, store, db):
     return GuardrailService(GuardrailStore(db), settings.region, settings.account_id, embed)
 
 
+def _console(settings, pair, authenticator, metrics, catalog, store, manager, customization):
+    """The web console at /console; its session cookie also opens the APIs it calls."""
+    from outcrop.console import ConsoleApp, ConsoleSessions, SessionAuthenticator
+    from outcrop.console.models import ConsoleModels
+    from outcrop.console.usage import UsageHistory
+
+    keys = [settings.api_key or "", pair[1] if pair else ""]
+    sessions = ConsoleSessions(keys, required=settings.auth != "none")
+    console = ConsoleApp(
+        sessions, ConsoleModels(catalog, store, manager), UsageHistory(metrics), customization
+    )
+    return console, SessionAuthenticator(authenticator, sessions)
+
+
 def build_server(settings: Settings) -> Server:
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
@@ -205,7 +220,13 @@ def build_server(settings: Settings) -> Server:
     )  # fmt: skip
     BatchApi(batch).register(router)
     knowledge = _knowledge(settings, embeddings, runtime, router, db, runner)
+    console, authenticator = _console(
+        settings, pair, authenticator, metrics, catalog, store, manager, customization
+    )
     app = OutcropApp(router, authenticator, metrics)
+    app.mounts.append(("/console", console))
+    app.on_startup.append(console.usage.start)
+    app.on_shutdown.append(console.usage.stop)
     # Every job kind is registered by now; jobs start once the event loop runs (inline jobs
     # call the engines on it), resuming what a previous server left.
     app.on_startup.append(lambda: runner.start(asyncio.get_running_loop()))
@@ -215,7 +236,7 @@ def build_server(settings: Settings) -> Server:
     app.on_shutdown.append(lambda: asyncio.to_thread(runner.close))
     app.on_shutdown.append(imports.close)
     app.on_shutdown.append(manager.close)
-    return Server(app, settings, catalog, store, manager, pair, created)
+    return Server(app, settings, catalog, store, manager, pair, created, console)
 
 
 def serve(settings: Settings, preload: list[str] | None = None) -> None:
@@ -238,6 +259,17 @@ def serve(settings: Settings, preload: list[str] | None = None) -> None:
         print(
             "outcrop: --auth none: requests are NOT authenticated (loopback only).", file=sys.stderr
         )
+    if server.console is not None:
+        if settings.auth == "none":
+            print(f"outcrop: web console at {endpoint}/console", file=sys.stderr)
+        else:
+            token = server.console.sessions.one_time_link()
+            print(
+                f"outcrop: web console at {endpoint}/console — sign in with the API key or "
+                f"secret key, or open once within 15 minutes: "
+                f"{endpoint}/console/login?token={token}",
+                file=sys.stderr,
+            )
     for model_id in preload or []:
         card = ModelResolver(server.catalog, settings.aliases).resolve(model_id).card
         server.store.ensure(card, progress=True)

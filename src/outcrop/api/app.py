@@ -74,6 +74,8 @@ class OutcropApp:
         self.metrics = metrics
         self.on_startup: list[Callable[[], Awaitable[None] | None]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None] | None]] = []
+        # (path prefix, ASGI app) served before authentication: the web console.
+        self.mounts: list[tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -81,6 +83,10 @@ class OutcropApp:
             return
         if scope["type"] != "http":
             return
+        for prefix, mounted in self.mounts:
+            if scope["path"] == prefix or scope["path"].startswith(prefix + "/"):
+                await mounted(scope, receive, send)
+                return
         response = await self._handle(Request(scope, receive))
         await response(scope, receive, send)
 

