@@ -132,3 +132,25 @@ def test_reused_kv_is_exactly_a_fresh_computation(model_id):
         finally:
             fresh.close()
         assert fin_again.cached_tokens == 0 and again == text
+
+
+def test_a_burst_with_one_system_prompt_computes_it_once(smol_path):
+    """Eight requests at once, one long system prompt: it is computed once and copied
+    (the scheduler holds the others back a step instead of computing it eight times)."""
+    eng = engine("model-burst", smol_path, PromptCache(256 * 2**20), slots=8)
+    questions = [f"What is rule {i}?" for i in range(1, 9)]
+
+    async def burst():
+        return await asyncio.gather(*(run(eng, q) for q in questions))
+
+    try:
+        shared = prefix_len(eng)
+        answers = asyncio.run(burst())
+        stats = eng.stats()
+    finally:
+        eng.close()
+    assert all(text.strip() and fin.reason in ("length", "eos", "stop") for text, fin in answers)
+    assert stats.prompt_tokens > 8 * shared
+    # once in full, then only each question's own tail (a few tokens each)
+    assert stats.prompt_tokens_computed < stats.prompt_tokens - 6 * shared
+    assert sum(fin.cached_tokens for _, fin in answers) >= 7 * shared

@@ -235,3 +235,55 @@ def test_idle_background_prefill_fills_the_step():
         sched.add(b)
     entries = sched.schedule()
     assert sum(len(e.tokens) for e in entries) == 160
+
+
+def shared(n_prompt: int, tail: int = 0) -> Sequence:
+    """A prompt of ``n_prompt`` tokens that all such prompts share, plus a distinct tail."""
+    tokens = list(range(1, n_prompt + 1)) + [1000 + tail] * bool(tail)
+    return Sequence(GenerationRequest(tokens, 8), emit=lambda e: None)
+
+
+def test_a_burst_with_one_prefix_computes_it_once_and_the_rest_wait_to_copy_it():
+    def place(seq: Sequence, free: list[int]) -> int:
+        # prefix reuse as the engine does it: copy a running slot's computed prefix
+        if any(o.status is Status.DECODE and o.n_prompt >= 40 for o in sched.running):
+            seq.n_prefilled = seq.n_reused = 40
+        return free.pop()
+
+    sched = Scheduler(
+        n_slots=8, max_step_tokens=512, prefill_chunk=64, place=place, share_min_tokens=16
+    )
+    burst = [shared(40, tail=i) for i in range(4)]
+    for s in burst:
+        sched.add(s)
+    entries = sched.schedule()
+    assert [e.seq for e in entries] == [burst[0]]  # one computes the shared 40 tokens
+    assert list(sched.waiting) == burst[1:]  # the rest wait one step, in order
+    start_decoding(burst[0])  # its prefix is now in its slot: the others can copy it
+    entries = sched.schedule()
+    assert not sched.waiting and all(s in sched.running for s in burst)
+    # each computes only its own tail
+    assert sorted(len(e.tokens) for e in entries) == [1, 1, 1, 1]
+
+
+def test_distinct_prompts_and_short_overlaps_do_not_wait():
+    sched = Scheduler(n_slots=8, max_step_tokens=512, prefill_chunk=64, share_min_tokens=16)
+    a = shared(40)
+    b = Sequence(GenerationRequest(list(range(500, 540)), 8), emit=lambda e: None)
+    # shares 20 of 60 tokens: less than half its prompt, not worth a step
+    c = Sequence(
+        GenerationRequest(list(range(1, 21)) + list(range(700, 740)), 8), emit=lambda e: None
+    )
+    for s in (a, b, c):
+        sched.add(s)
+    sched.schedule()
+    assert not sched.waiting
+
+
+def test_without_prefix_reuse_nothing_waits_for_a_shared_prefix():
+    sched = Scheduler(n_slots=8, max_step_tokens=512, prefill_chunk=64)
+    burst = [shared(40, tail=i) for i in range(4)]
+    for s in burst:
+        sched.add(s)
+    sched.schedule()
+    assert not sched.waiting

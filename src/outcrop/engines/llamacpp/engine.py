@@ -26,7 +26,7 @@ from outcrop.engines.base import (
     TextEngine,
 )
 from outcrop.engines.llamacpp.model import ContextConfig, LlamaModel
-from outcrop.engines.llamacpp.prefix import PrefixReuse, weights_identity
+from outcrop.engines.llamacpp.prefix import COPY_MIN_GAIN, PrefixReuse, weights_identity
 from outcrop.engines.llamacpp.sampler import GrammarError, Sampler
 from outcrop.engines.llamacpp.scheduler import Scheduler, StepEntry
 from outcrop.engines.llamacpp.sequence import Sequence, Status
@@ -81,6 +81,7 @@ class LlamaCppEngine(TextEngine):
             self.config.prefill_chunk,
             self.config.background_share,
             place=lambda seq, free: self._prefix.place(seq, free, self._scheduler.running),
+            share_min_tokens=COPY_MIN_GAIN if self._prefix.enabled else None,
         )
         self._batch = ll.llama_batch_init(self.config.max_step_tokens, 0, 1)
         self._inbox: queue.SimpleQueue[tuple[str, Sequence]] = queue.SimpleQueue()
@@ -97,6 +98,8 @@ class LlamaCppEngine(TextEngine):
 
     # -- TextEngine -------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        if self._closed:  # the vocabulary is freed: llama.cpp would abort the process
+            raise InternalServerError(f"model {self.model_id} is unloading")
         return self.model.tokenize(text, add_special=add_special)
 
     def chat_template(self) -> str | None:

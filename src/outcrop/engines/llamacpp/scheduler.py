@@ -12,6 +12,10 @@ interactive requests wait (:meth:`Scheduler.preempt`). While interactive work is
 (running, waiting, or seen within the last ``INTERACTIVE_GRACE_STEPS``), background work
 keeps at most its share of the slots and one small prefill chunk per step: an arriving
 interactive request waits for the step in flight, so that step must stay short.
+
+With prefix reuse on, a waiting sequence whose prompt starts like one another sequence
+is computing right now waits for it, then copies that prefix instead of computing it
+again: a burst of requests with one system prompt computes it once.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Scheduler:
         prefill_chunk: int,
         background_share: float = 1.0,
         place: Placer | None = None,
+        share_min_tokens: int | None = None,
     ) -> None:
         self.n_slots = n_slots
         # Background sequences a step may carry while interactive ones run: each one makes
@@ -61,6 +66,8 @@ class Scheduler:
         self.max_step_tokens = max_step_tokens
         self.prefill_chunk = prefill_chunk
         self.place = place
+        self.share_min_tokens = share_min_tokens
+        """A shared prefix worth waiting for (None: no prefix reuse, never wait)."""
         self._steps_without_interactive = INTERACTIVE_GRACE_STEPS
 
     def add(self, seq: Sequence) -> None:
@@ -108,15 +115,37 @@ class Scheduler:
             victims.append((seq, slot))
         return victims
 
+    def _prefix_in_progress(self, seq: Sequence) -> bool:
+        """Another sequence computes (most of) this one's prompt this step: copying it
+        next step costs a memory copy instead of the prefill."""
+        if self.share_min_tokens is None:
+            return False
+        tokens = seq.prefill_tokens
+        need = max(self.share_min_tokens, len(tokens) // 2)
+        if len(tokens) <= need:
+            return False
+        head = tokens[:need]
+        return any(
+            other.status is Status.PREFILL
+            and other.n_prefilled < need
+            and other.prefill_tokens[:need] == head
+            for other in self.running
+        )
+
     def _admit(self) -> None:
         for queue in (self.waiting, self.waiting_background):
+            held: list[Sequence] = []
             while queue and self.free_slots:
                 if queue is self.waiting_background and self._background_room() <= 0:
                     break
                 seq = queue.popleft()
+                if self._prefix_in_progress(seq):
+                    held.append(seq)
+                    continue
                 seq.slot = self.place(seq, self.free_slots) if self.place else self.free_slots.pop()
                 seq.status = Status.PREFILL
                 self.running.append(seq)
+            queue.extendleft(reversed(held))
 
     def schedule(self) -> list[StepEntry]:
         if self._interactive_active():
