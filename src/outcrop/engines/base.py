@@ -89,6 +89,14 @@ class EngineStats:
     cache_bytes: int = 0
     """Host memory held by this model's prompt-cache entries."""
     cache_evictions: int = 0
+    step_seconds: float = 0.0
+    """Engine thread time in steps: scheduling, batch filling, decode, sampling."""
+    decode_seconds: float = 0.0
+    """Of which inside ``llama_decode`` (the model itself)."""
+    sample_seconds: float = 0.0
+    """Of which sampling and turning tokens into text (per-sequence work)."""
+    deliver_seconds: float = 0.0
+    """Handing each step's events to the asyncio side."""
 
 
 class TextEngine(ABC):

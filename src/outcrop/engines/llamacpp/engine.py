@@ -92,6 +92,9 @@ class LlamaCppEngine(TextEngine):
         self._outbox: list[tuple[Sequence, EngineEvent | Exception]] = []
         self._steps = 0
         self._tokens_generated = 0
+        # Where engine time goes (docs/benchmarks.md, "one decode step"): perf_counter
+        # reads per step, not per token.
+        self._t_step = self._t_decode = self._t_sample = self._t_deliver = 0.0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"engine:{model_id}", daemon=True)
         self._thread.start()
@@ -134,6 +137,10 @@ class LlamaCppEngine(TextEngine):
             cache_entries=held.entries if held else 0,
             cache_bytes=held.bytes if held else 0,
             cache_evictions=held.evictions if held else 0,
+            step_seconds=self._t_step,
+            decode_seconds=self._t_decode,
+            sample_seconds=self._t_sample,
+            deliver_seconds=self._t_deliver,
         )
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
@@ -196,13 +203,17 @@ class LlamaCppEngine(TextEngine):
                 break
             if not self._scheduler.has_work():
                 continue
+            t0 = time.perf_counter()
             try:
                 self._step()
             except Exception as exc:  # never let one bad step kill the engine thread
                 for seq in list(self._scheduler.running):
                     self._fail(seq, InternalServerError(f"engine step failed: {exc}"))
                 self._prefix.failed(list(range(self.config.slots)))
+            t1 = time.perf_counter()
+            self._t_step += t1 - t0
             self._deliver()
+            self._t_deliver += time.perf_counter() - t1
         sched = self._scheduler
         for seq in list(sched.running) + list(sched.waiting) + list(sched.waiting_background):
             self._fail(seq, InternalServerError("the model was unloaded"))
@@ -262,7 +273,10 @@ class LlamaCppEngine(TextEngine):
         if not entries:
             return
         logit_rows = self._fill_batch(entries)
+        t0 = time.perf_counter()
         rc = self.model.decode(self._batch)
+        t1 = time.perf_counter()
+        self._t_decode += t1 - t0
         self._steps += 1
         if rc != 0:
             self._prefix.failed([entry.seq.slot for entry in entries])
@@ -274,10 +288,12 @@ class LlamaCppEngine(TextEngine):
             if entry.seq.status is Status.PREFILL:
                 entry.seq.n_prefilled += len(entry.tokens)
         ctx = self.model.ctx
+        t0 = time.perf_counter()
         for entry, row in logit_rows:
             seq = entry.seq
             token = seq.sampler.sample(ctx, row)
             self._on_token(seq, token)
+        self._t_sample += time.perf_counter() - t0
 
     def _fill_batch(self, entries: list[StepEntry]) -> list[tuple[StepEntry, int]]:
         batch = self._batch
