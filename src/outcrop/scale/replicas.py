@@ -1,0 +1,112 @@
+"""What runs inside engine replicas: outcrop's own engines and ModelManager, unchanged.
+
+Plain classes; ``ray_app`` turns them into Serve deployments with per-model options
+(names, resources, autoscaling), so one class serves every hot model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import ray
+from ray import serve
+
+from outcrop.engines.base import EngineEvent, EngineStats, GenerationRequest, TextEngine, Truncate
+from outcrop.models.catalog import ModelCard
+from outcrop.models.manager import ModelManager
+from outcrop.models.store import ModelStore
+from outcrop.settings import Settings
+
+# Serve's count-based LRU only steers routing to replicas that hold a model; the
+# replica's ModelManager enforces the real limits (model count, memory budget).
+POOL_ROUTING_MODELS = 8
+
+
+def _manager(settings: Settings) -> ModelManager:
+    from outcrop.server import engine_factory
+
+    budget = settings.memory_budget_mb
+    keep_alive = settings.keep_alive
+    return ModelManager(
+        ModelStore(settings.data_dir, weight_format=settings.weight_format),
+        engine_factory(settings),
+        max_loaded=settings.max_loaded_models,
+        memory_budget_bytes=budget * 2**20 if budget else None,
+        keep_alive=None if keep_alive is None or keep_alive < 0 else keep_alive,
+    )
+
+
+def _node() -> dict[str, Any]:
+    return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+class TextEngineReplica:
+    """One hot model, loaded when the replica starts (its cold start is the load)."""
+
+    def __init__(self, settings: Settings, card: ModelCard) -> None:
+        from outcrop.server import engine_factory
+
+        path = ModelStore(settings.data_dir, weight_format=settings.weight_format).ensure(card)
+        engine = engine_factory(settings)(card, path)
+        assert isinstance(engine, TextEngine)
+        self.engine = engine
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        async for event in self.engine.generate(request):
+            yield event
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def node(self) -> dict[str, Any]:
+        return _node()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
+
+class PooledEngineReplica:
+    """The long tail and custom/imported models: any text model, loaded on demand by the
+    replica's ModelManager (memory budget, keep-alive) and multiplexed by model ID."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.manager = _manager(settings)
+
+    @serve.multiplexed(max_num_models_per_replica=POOL_ROUTING_MODELS)
+    async def _routing_entry(self, model_id: str) -> str:
+        return model_id
+
+    async def generate(self, card: ModelCard, request: GenerationRequest):  # noqa: ANN201
+        await self._routing_entry(serve.get_multiplexed_model_id() or card.model_id)
+        engine = await self.manager.engine(card)
+        assert isinstance(engine, TextEngine)
+        async for event in engine.generate(request):
+            yield event
+
+    def loaded(self) -> list[str]:
+        return [m.card.model_id for m in self.manager.loaded()]
+
+    def node(self) -> dict[str, Any]:
+        return _node()
+
+
+class EmbeddingReplica:
+    """Embedding models (SentenceTransformerEngine batches concurrent requests itself)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.manager = _manager(settings)
+
+    async def info(self, card: ModelCard) -> dict[str, int]:
+        engine = await self.manager.engine(card)
+        return {"dimensions": engine.dimensions, "max_tokens": engine.max_tokens}  # type: ignore[union-attr]
+
+    async def embed(self, card: ModelCard, texts: Sequence[str], truncate: Truncate):  # noqa: ANN201
+        engine = await self.manager.engine(card)
+        return await engine.embed(texts, truncate=truncate)  # type: ignore[union-attr]
+
+    def node(self) -> dict[str, Any]:
+        return _node()
