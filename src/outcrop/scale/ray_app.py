@@ -34,6 +34,8 @@ class RayPlan:
     """Models with a deployment of their own (the rest share the pool)."""
     ingress_replicas: int = 2
     ingress_cpus: float = 0.5
+    ingress_resources: dict[str, float] = field(default_factory=dict)
+    """Custom resources an API replica needs (keep it off nodes that may go away)."""
     engine_min_replicas: int = 1
     engine_max_replicas: int = 2
     engine_resources: dict[str, float] = field(default_factory=dict)
@@ -45,6 +47,7 @@ class RayPlan:
     """Requests an ingress replica holds for an engine deployment before answering 429
     (default: Settings.max_queue)."""
     pool_replicas: int = 1
+    pool_resources: dict[str, float] = field(default_factory=dict)
     embedding_replicas: int = 1
 
     @classmethod
@@ -139,7 +142,7 @@ def build(settings: Settings, plan: RayPlan) -> Application:
             num_replicas=plan.pool_replicas,
             max_ongoing_requests=settings.max_batch + settings.max_queue,
             max_queued_requests=settings.max_queue,
-            ray_actor_options={"num_cpus": threads, "resources": dict(plan.engine_resources)},
+            ray_actor_options={"num_cpus": threads, "resources": dict(plan.pool_resources)},
         )
         .bind(settings)
     )
@@ -150,13 +153,13 @@ def build(settings: Settings, plan: RayPlan) -> Application:
             num_replicas=plan.embedding_replicas,
             max_ongoing_requests=settings.max_batch + settings.max_queue,
             max_queued_requests=settings.max_queue,
-            ray_actor_options={"num_cpus": 0.5},
+            ray_actor_options={"num_cpus": 0.5, "resources": dict(plan.ingress_resources)},
         )
         .bind(settings)
     )
     return OutcropIngress.options(
         num_replicas=plan.ingress_replicas,
-        ray_actor_options={"num_cpus": plan.ingress_cpus},
+        ray_actor_options={"num_cpus": plan.ingress_cpus, "resources": plan.ingress_resources},
         max_ongoing_requests=1000,  # the ingress only waits on engines; they bound the work
     ).bind(settings, hot, pool, embeddings)
 
