@@ -182,7 +182,7 @@ def test_a_burst_beyond_the_queue_gets_throttled_never_5xx(live):
         except ClientError as exc:
             status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
             code = exc.response["Error"]["Code"]
-            assert "message" in exc.response["Error"] and exc.response["Error"]["Message"]
+            assert exc.response["Error"]["Message"]  # Bedrock's body: {"message": ...}
             return f"{status} {code}"
 
     with cf.ThreadPoolExecutor(32) as pool:
@@ -242,7 +242,7 @@ def test_killing_an_engine_node_under_load(live):
         return "complete" if "messageStop" in events[-2] else "truncated"
 
     streams = [
-        _stream(client, f"Write a long story about a lighthouse keeper {i}.", max_tokens=1500)
+        _stream(client, f"Write a long story about a lighthouse keeper {i}.", max_tokens=400)
         for i in range(4)
     ]
     loopers = [threading.Thread(target=loop) for _ in range(2)]
