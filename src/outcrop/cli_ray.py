@@ -46,7 +46,9 @@ def plan_from_args(args: argparse.Namespace, preload: list[str]):  # noqa: ANN20
             plan.engine_min_replicas = int(low)
             plan.engine_max_replicas = int(high or low)
         except ValueError:
-            raise CliError(f"--engine-replicas: expected MIN[:MAX], got {args.engine_replicas}")
+            raise CliError(
+                f"--engine-replicas: expected MIN[:MAX], got {args.engine_replicas}"
+            ) from None
     if args.engine_resources is not None:
         plan.engine_resources = dict(args.engine_resources)
     return plan

@@ -104,9 +104,7 @@ def engine_options(settings: Settings, plan: RayPlan, name: str) -> dict[str, An
 class OutcropIngress:
     """The unchanged OutcropApp; its ModelManager builds remote engines."""
 
-    def __init__(
-        self, settings: Settings, hot: dict[str, Any], pool: Any, embeddings: Any
-    ) -> None:
+    def __init__(self, settings: Settings, hot: dict[str, Any], pool: Any, embeddings: Any) -> None:
         self.settings = settings
         self.hot = hot
         self.pool = pool
@@ -131,8 +129,8 @@ def build(settings: Settings, plan: RayPlan) -> Application:
         if card.engine != "llamacpp" or card.model_id in hot:
             continue
         options = engine_options(settings, plan, deployment_name(card.model_id))
-        hot[card.model_id] = serve.deployment(TextEngineReplica).options(**options).bind(
-            settings, card
+        hot[card.model_id] = (
+            serve.deployment(TextEngineReplica).options(**options).bind(settings, card)
         )
     threads = settings.n_threads or 1
     pool = (

@@ -256,7 +256,9 @@ def remote_factory(settings: Any, routes: Callable[[ModelCard], tuple[Any, bool]
                 n_ctx_per_seq=min(settings.n_ctx, card.context_length or settings.n_ctx),
                 slots=settings.max_batch, max_queue=settings.max_queue, multiplexed=multiplexed,
             )  # fmt: skip
-        log.info("remote engine for %s ready in %.2fs", card.model_id, time.perf_counter() - started)
+        log.info(
+            "remote engine for %s ready in %.2fs", card.model_id, time.perf_counter() - started
+        )
         return engine
 
     return build

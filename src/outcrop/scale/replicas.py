@@ -61,7 +61,8 @@ class TextEngineReplica:
         return self.engine.stats()
 
     def node(self) -> dict[str, Any]:
-        return _node()
+        """Where this replica runs, and what it is generating now."""
+        return _node() | {"running": self.engine.stats().running}
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)

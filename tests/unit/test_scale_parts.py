@@ -1,0 +1,61 @@
+"""Pure parts of the Ray Serve layer: deployment options, names, error translation."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'outcrop[ray]')")
+
+from outcrop.errors import InternalServerError, ThrottlingError  # noqa: E402
+from outcrop.scale.ray_app import RayPlan, deployment_name, engine_options  # noqa: E402
+from outcrop.scale.remote import translate  # noqa: E402
+from outcrop.settings import Settings  # noqa: E402
+
+
+def test_engine_replica_reserves_its_threads_and_bounds_its_queue(tmp_path):
+    settings = Settings(data_dir=tmp_path, n_threads=3, max_batch=8, max_queue=16)
+    plan = RayPlan(engine_min_replicas=1, engine_max_replicas=4, engines_per_node=1,
+                   engine_resources={"outcrop_engine": 1})  # fmt: skip
+    o = engine_options(settings, plan, "engine-x")
+    assert o["ray_actor_options"] == {"num_cpus": 3, "resources": {"outcrop_engine": 1}}
+    assert o["max_ongoing_requests"] == 24 and o["max_queued_requests"] == 16
+    assert o["autoscaling_config"]["target_ongoing_requests"] == 6
+    assert (o["autoscaling_config"]["min_replicas"], o["autoscaling_config"]["max_replicas"]) == (
+        1,
+        4,
+    )
+    assert o["max_replicas_per_node"] == 1
+
+
+def test_a_gpu_card_asks_ray_for_a_gpu(tmp_path):
+    o = engine_options(Settings(data_dir=tmp_path, gpu_layers=-1), RayPlan(), "engine-x")
+    assert o["ray_actor_options"]["num_gpus"] == 1
+    assert (
+        "num_gpus"
+        not in engine_options(Settings(data_dir=tmp_path), RayPlan(), "e")["ray_actor_options"]
+    )
+
+
+def test_deployment_names_are_serve_safe():
+    assert deployment_name("huggingface.smollm2-135m-instruct-v1:0") == (
+        "engine-huggingface.smollm2-135m-instruct-v1-0"
+    )
+    assert "/" not in deployment_name("arn:aws:bedrock:us-east-1:0:custom-model/a/b")
+
+
+def test_unknown_plan_options_are_refused():
+    with pytest.raises(ValueError, match="hot_model"):
+        RayPlan.from_args({"hot_model": ["x"]})
+    assert RayPlan.from_args({"hot_models": ["x"], "settings": {}}).hot_models == ["x"]
+
+
+def test_serve_back_pressure_is_bedrock_throttling_and_a_lost_replica_a_500():
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    throttled = translate(BackPressureError(num_queued_requests=3, max_queued_requests=2))
+    assert isinstance(throttled, ThrottlingError) and throttled.status == 429
+    lost = translate(ActorDiedError())
+    assert isinstance(lost, InternalServerError) and lost.status == 500
+    mine = ThrottlingError("queue full")
+    assert translate(mine) is mine
