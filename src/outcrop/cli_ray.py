@@ -63,7 +63,8 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
         raise CliError(NO_RAY) from None
     from outcrop.scale.ray_app import build
 
-    ray.init(address=None if address == "local" else address, namespace="outcrop")
+    # "local": a new instance even when one runs on this machine (ray.init's default joins it).
+    ray.init(address=address, namespace="outcrop")
     serve.start(http_options={"host": settings.host, "port": settings.port})
     app = build(settings, plan)
     serve.run(app, name="outcrop", route_prefix="/")

@@ -59,3 +59,65 @@ def test_serve_back_pressure_is_bedrock_throttling_and_a_lost_replica_a_500():
     assert isinstance(lost, InternalServerError) and lost.status == 500
     mine = ThrottlingError("queue full")
     assert translate(mine) is mine
+
+
+def _run(coro):  # noqa: ANN001, ANN202
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+def test_replica_events_travel_in_batches_but_the_first_alone():
+    import asyncio
+
+    from outcrop.engines.base import Finished, TextChunk
+    from outcrop.scale.replicas import coalesce
+
+    async def engine():  # noqa: ANN202
+        for i in range(6):
+            yield TextChunk(str(i), 1)
+            await asyncio.sleep(0.001)
+        yield Finished("eos", 3, 6)
+
+    async def go():  # noqa: ANN202
+        return [batch async for batch in coalesce(engine())]
+
+    batches = _run(go())
+    assert len(batches[0]) == 1 and len(batches) < 7
+    flat = [e for b in batches for e in b]
+    assert [e.text for e in flat[:-1]] == list("012345") and isinstance(flat[-1], Finished)
+
+
+def test_leaving_a_batched_stream_closes_the_engine_generation_and_errors_pass_through():
+    import asyncio
+
+    from outcrop.engines.base import TextChunk
+    from outcrop.scale.replicas import coalesce
+
+    closed = asyncio.Event
+
+    async def go():  # noqa: ANN202
+        done = closed()
+
+        async def engine():  # noqa: ANN202
+            try:
+                while True:
+                    yield TextChunk("x", 1)
+                    await asyncio.sleep(0.005)
+            finally:
+                done.set()
+
+        stream = coalesce(engine())
+        await anext(stream)
+        await stream.aclose()
+        await asyncio.wait_for(done.wait(), 1)
+
+        async def full():  # noqa: ANN202
+            raise ThrottlingError("queue full")
+            yield  # pragma: no cover
+
+        with pytest.raises(ThrottlingError):
+            async for _ in coalesce(full()):
+                pass
+
+    _run(go())

@@ -146,11 +146,12 @@ class RemoteTextEngine(TextEngine):
             for attempt in range(_RETRIES_BEFORE_FIRST_EVENT + 1):
                 stream = self._call(request)
                 try:
-                    async for event in stream:
-                        sent += 1
-                        if isinstance(event, Finished):
-                            self._counters.tokens += event.completion_tokens
-                        yield event
+                    async for batch in stream:  # replicas send events in lists
+                        for event in batch:
+                            sent += 1
+                            if isinstance(event, Finished):
+                                self._counters.tokens += event.completion_tokens
+                            yield event
                     return
                 except (asyncio.CancelledError, GeneratorExit):
                     stream.cancel()  # the client went away: free the replica's slot
