@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,11 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
     app = build(settings, plan)
     serve.run(app, name="outcrop", route_prefix="/")
     print(f"outcrop: serving on Ray at http://{settings.host}:{settings.port}", file=sys.stderr)
+
+    def stop(_signum, _frame):  # noqa: ANN001, ANN202 - SIGTERM (systemd, docker) as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             time.sleep(3600)

@@ -33,6 +33,7 @@ from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError, EventStreamError  # noqa: E402
 
 from tests.conftest import (  # noqa: E402
+    GEMMA,
     REGION,
     SMOL,
     TEST_KEY,
@@ -163,6 +164,19 @@ def test_converse_and_stream_through_the_cluster_agree(live):
     )
     assert text and streamed.strip() == text
     assert "messageStop" in events[-2] and "metadata" in events[-1]
+
+
+def test_a_model_without_its_own_deployment_is_served_by_the_pool(live):
+    client = live.client()
+    out = client.converse(
+        modelId=GEMMA,
+        messages=[{"role": "user", "content": [{"text": "Name the capital of France."}]}],
+        inferenceConfig={"temperature": 0, "maxTokens": 12},
+    )
+    assert out["output"]["message"]["content"][0]["text"]
+    pool = serve.get_deployment_handle("EnginePool", app_name="outcrop")
+    loaded = pool.options(multiplexed_model_id=GEMMA).loaded.remote().result(timeout_s=30)
+    assert loaded == [GEMMA]
 
 
 def test_engine_replicas_run_on_two_distinct_nodes(live):

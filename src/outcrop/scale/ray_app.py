@@ -33,7 +33,8 @@ class RayPlan:
     hot_models: list[str] = field(default_factory=list)
     """Models with a deployment of their own (the rest share the pool)."""
     ingress_replicas: int = 2
-    ingress_cpus: float = 0.5
+    ingress_cpus: float = 0.25
+    """Logical CPUs an API replica reserves (it mostly waits on engines)."""
     ingress_resources: dict[str, float] = field(default_factory=dict)
     """Custom resources an API replica needs (keep it off nodes that may go away)."""
     engine_min_replicas: int = 1
@@ -47,6 +48,8 @@ class RayPlan:
     """Requests an ingress replica holds for an engine deployment before answering 429
     (default: Settings.max_queue)."""
     pool_replicas: int = 1
+    """At most this many pool replicas; like the embeddings, the pool scales from zero
+    (its first request waits for a replica), so it holds no cores while unused."""
     pool_resources: dict[str, float] = field(default_factory=dict)
     embedding_replicas: int = 1
 
@@ -99,6 +102,16 @@ def engine_options(settings: Settings, plan: RayPlan, name: str) -> dict[str, An
     return options
 
 
+def _from_zero(max_replicas: int) -> dict[str, Any]:
+    return {
+        "min_replicas": 0,
+        "initial_replicas": 0,
+        "max_replicas": max(1, max_replicas),
+        "target_ongoing_requests": 4,
+        "downscale_delay_s": 600,
+    }
+
+
 @serve.deployment(name="OutcropIngress")
 @serve.ingress()
 class OutcropIngress:
@@ -137,7 +150,7 @@ def build(settings: Settings, plan: RayPlan) -> Application:
         serve.deployment(PooledEngineReplica)
         .options(
             name="EnginePool",
-            num_replicas=plan.pool_replicas,
+            autoscaling_config=_from_zero(plan.pool_replicas),
             max_ongoing_requests=settings.max_batch + settings.max_queue,
             max_queued_requests=settings.max_queue,
             ray_actor_options={"num_cpus": threads, "resources": dict(plan.pool_resources)},
@@ -148,10 +161,10 @@ def build(settings: Settings, plan: RayPlan) -> Application:
         serve.deployment(EmbeddingReplica)
         .options(
             name="Embeddings",
-            num_replicas=plan.embedding_replicas,
+            autoscaling_config=_from_zero(plan.embedding_replicas),
             max_ongoing_requests=settings.max_batch + settings.max_queue,
             max_queued_requests=settings.max_queue,
-            ray_actor_options={"num_cpus": 0.5, "resources": dict(plan.ingress_resources)},
+            ray_actor_options={"num_cpus": 0.25, "resources": dict(plan.ingress_resources)},
         )
         .bind(settings)
     )

@@ -35,6 +35,24 @@ log = logging.getLogger("outcrop.scale")
 
 # A replica that is gone before it sent anything: the request goes to another one.
 _RETRIES_BEFORE_FIRST_EVENT = 3
+LOAD_TIMEOUT_S = 180.0
+"""How long a model load waits for a pooled or embedding replica (one scaling from zero
+needs free CPUs in the cluster); past it the request fails with ServiceUnavailable."""
+
+
+def _wait_for_replica(response: Any, what: str) -> Any:
+    """A remote load's answer, or an error that says why none came (runs in the model
+    manager's worker thread, never on the event loop)."""
+    from ray.exceptions import GetTimeoutError
+
+    try:
+        return response.result(timeout_s=LOAD_TIMEOUT_S)
+    except (GetTimeoutError, TimeoutError):
+        response.cancel()
+        raise RuntimeError(
+            f"no {what} replica started within {LOAD_TIMEOUT_S:.0f}s "
+            "(does the cluster have free CPUs for it?)"
+        ) from None
 
 
 class ReplicaLostError(InternalServerError):
@@ -103,6 +121,9 @@ class RemoteTextEngine(TextEngine):
 
         self.model_id = card.model_id
         self.card = card
+        if multiplexed:  # load it in a pool replica now, as a local manager would
+            ctx = self._load(handle, card)
+            n_ctx_per_seq = min(n_ctx_per_seq, ctx)
         self._vocab = Vocabulary(path)
         # As the replica's LlamaModel computes it: never past what the model was trained on.
         self.n_ctx_per_seq = min(n_ctx_per_seq, self._vocab.n_ctx_train or n_ctx_per_seq)
@@ -111,6 +132,11 @@ class RemoteTextEngine(TextEngine):
         self._slots = slots
         self._max_queue = max_queue
         self._counters = _Counters()
+
+    @staticmethod
+    def _load(handle: Any, card: ModelCard) -> int:
+        call = handle.options(multiplexed_model_id=card.model_id).load.remote(card)
+        return int(_wait_for_replica(call, "pooled engine"))
 
     # -- what the service asks synchronously: answered from the local vocabulary -------
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -200,7 +226,7 @@ class RemoteEmbeddingEngine(EmbeddingEngine):
         self.card = card
         self._handle = handle
         # The factory runs in a worker thread, so waiting here does not block the loop.
-        info = handle.info.remote(card).result(timeout_s=600)
+        info = _wait_for_replica(handle.info.remote(card), "embedding")
         self.dimensions = int(info["dimensions"])
         self.max_tokens = int(info["max_tokens"])
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

@@ -137,6 +137,13 @@ class PooledEngineReplica:
     async def _routing_entry(self, model_id: str) -> str:
         return model_id
 
+    async def load(self, card: ModelCard) -> int:
+        """Load ``card`` here (the ingress's model load); its context per sequence."""
+        await self._routing_entry(serve.get_multiplexed_model_id() or card.model_id)
+        engine = await self.manager.engine(card)
+        assert isinstance(engine, TextEngine)
+        return engine.n_ctx_per_seq
+
     async def generate(self, card: ModelCard, request: GenerationRequest):  # noqa: ANN201
         await self._routing_entry(serve.get_multiplexed_model_id() or card.model_id)
         engine = await self.manager.engine(card)
