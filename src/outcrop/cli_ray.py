@@ -62,8 +62,16 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
         from ray import serve
     except ImportError:
         raise CliError(NO_RAY) from None
-    from outcrop.scale.ray_app import build
+    from outcrop.credentials import export_lines
+    from outcrop.scale.ray_app import build, with_shared_credentials
 
+    settings = with_shared_credentials(settings)
+    if settings.auth == "sigv4":
+        endpoint = f"http://{settings.host}:{settings.port}"
+        print("outcrop: point clients at the cluster with:", file=sys.stderr)
+        lines = export_lines(endpoint, settings.access_key_id, settings.secret_access_key,
+                             settings.region)  # fmt: skip
+        print(lines, file=sys.stderr)
     # "local": a new instance even when one runs on this machine (ray.init's default joins it).
     ray.init(address=address, namespace="outcrop")
     serve.start(http_options={"host": settings.host, "port": settings.port})

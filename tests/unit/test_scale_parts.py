@@ -121,3 +121,21 @@ def test_leaving_a_batched_stream_closes_the_engine_generation_and_errors_pass_t
                 pass
 
     _run(go())
+
+
+def test_every_api_replica_gets_the_same_sigv4_key(tmp_path):
+    from outcrop.scale.ray_app import with_shared_credentials
+
+    first = with_shared_credentials(Settings(data_dir=tmp_path))
+    again = with_shared_credentials(Settings(data_dir=tmp_path))
+    assert first.access_key_id and first.secret_access_key
+    assert (again.access_key_id, again.secret_access_key) == (
+        first.access_key_id,
+        first.secret_access_key,
+    )
+    given = Settings(data_dir=tmp_path / "x", access_key_id="AKIAX", secret_access_key="s")
+    assert with_shared_credentials(given) is given
+    assert (
+        with_shared_credentials(Settings(data_dir=tmp_path / "y", auth="none")).access_key_id
+        is None
+    )

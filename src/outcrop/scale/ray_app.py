@@ -134,7 +134,19 @@ class OutcropIngress:
         return build_server(self.settings, factory=factory).app
 
 
+def with_shared_credentials(settings: Settings) -> Settings:
+    """Every API replica must accept the same SigV4 key: load (or create) it once, where
+    the application is built, instead of once per node's data dir."""
+    if settings.auth != "sigv4" or (settings.access_key_id and settings.secret_access_key):
+        return settings
+    from outcrop.credentials import load_or_create_credentials
+
+    key, secret, _ = load_or_create_credentials(settings.data_dir)
+    return settings.model_copy(update={"access_key_id": key, "secret_access_key": secret})
+
+
 def build(settings: Settings, plan: RayPlan) -> Application:
+    settings = with_shared_credentials(settings)
     resolver = ModelResolver(Catalog(), settings.aliases, settings.region, settings.account_id)
     hot: dict[str, Application] = {}
     for model_id in plan.hot_models:
