@@ -139,3 +139,35 @@ def test_every_api_replica_gets_the_same_sigv4_key(tmp_path):
         with_shared_credentials(Settings(data_dir=tmp_path / "y", auth="none")).access_key_id
         is None
     )
+
+
+def test_a_unary_call_whose_replica_died_mid_answer_runs_again_whole():
+    import time
+
+    from outcrop.engines.base import Finished, TextChunk
+    from outcrop.models.catalog import Catalog
+    from outcrop.scale.remote import ReplicaLostError
+    from outcrop.service.runtime import Prepared, RuntimeService
+
+    async def healthy():  # noqa: ANN202
+        yield TextChunk("Paris", 1)
+        yield TextChunk(" is the capital.", 4)
+        yield Finished("eos", 10, 5)
+
+    async def dies():  # noqa: ANN202
+        yield TextChunk("Par", 1)
+        raise ReplicaLostError("replica stopped", restart=healthy)
+
+    card = Catalog().all()[0]
+    service = RuntimeService(None, None)  # type: ignore[arg-type]
+    prepared = Prepared(card, None, dies(), 10, [], time.perf_counter())  # type: ignore[arg-type]
+    result = _run(service.complete(prepared))
+    assert result.text == "Paris is the capital." and result.usage.output_tokens == 5
+
+    async def always_dies():  # noqa: ANN202
+        yield TextChunk("Par", 1)
+        raise ReplicaLostError("replica stopped", restart=always_dies)
+
+    prepared = Prepared(card, None, always_dies(), 10, [], time.perf_counter())  # type: ignore[arg-type]
+    with pytest.raises(ReplicaLostError):
+        _run(service.complete(prepared))
