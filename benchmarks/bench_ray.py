@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -150,6 +151,7 @@ def ray_cluster(root: Path, models: Path, args: argparse.Namespace):  # noqa: AN
             serve.shutdown()
             ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(RAY_TMP, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -213,6 +215,7 @@ def main() -> int:
         f"(a) Ray, 1 replica / plain: {report['ratio_a_ray1_vs_plain']:.2f}x   "
         f"(b) Ray, 2 replicas on 2 nodes / 1 replica: {report['ratio_b_ray2_vs_ray1']:.2f}x"
     )
+    shutil.rmtree(root, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -136,6 +137,7 @@ def live(tmp_path_factory):
             serve.shutdown()
             ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(_RAY_TMP, ignore_errors=True)  # session logs
 
 
 def _converse(client, text: str, max_tokens: int = 24) -> str:
