@@ -181,6 +181,47 @@ def test_a_model_without_its_own_deployment_is_served_by_the_pool(live):
     assert loaded == [GEMMA]
 
 
+def test_a_two_step_customization_job_completes_and_its_model_serves(live, tmp_path):
+    """The job runs in one API replica's job runner; the model it makes is served by the
+    pool through either API replica (the other one finds it in the shared records)."""
+    import json
+
+    import boto3
+
+    rows = [{"prompt": "What is outcrop's mascot?", "completion": "A purple armadillo."}] * 16
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bedrock = boto3.client(
+        "bedrock", endpoint_url=live.url, region_name=REGION,
+        aws_access_key_id=TEST_KEY, aws_secret_access_key=TEST_SECRET,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+    )  # fmt: skip
+    arn = bedrock.create_model_customization_job(
+        jobName="ray-job", customModelName="ray-model",
+        roleArn="arn:aws:iam::000000000000:role/outcrop-test", baseModelIdentifier=SMOL,
+        trainingDataConfig={"s3Uri": train.as_uri()},
+        outputDataConfig={"s3Uri": (tmp_path / "out").as_uri()},
+        hyperParameters={"epochCount": "1", "batchSize": "8", "learningRate": "0.002",
+                         "maxSequenceLength": "64"},
+    )["jobArn"]  # fmt: skip
+    deadline = time.monotonic() + 300
+    while (job := bedrock.get_model_customization_job(jobIdentifier=arn))["status"] not in (
+        "Completed", "Failed",
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, job
+        time.sleep(1)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    model_arn = job["outputModelArn"]
+    client = live.client()
+    for _ in range(4):  # the router spreads these over both API replicas
+        out = client.converse(
+            modelId=model_arn,
+            messages=[{"role": "user", "content": [{"text": "What is outcrop's mascot?"}]}],
+            inferenceConfig={"temperature": 0, "maxTokens": 12},
+        )
+        assert out["output"]["message"]["content"][0]["text"]
+
+
 def test_engine_replicas_run_on_two_distinct_nodes(live):
     handle = live.engine()
     nodes = {handle.node.remote().result(timeout_s=30)["node_id"] for _ in range(24)}
