@@ -206,6 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         weight_format=args.weight_format,
         gpu_layers=args.gpu_layers,
         prompt_cache_mb=args.prompt_cache_mb,
+        database_url=args.database_url,
     )
     if args.alias:
         # --alias flags come first: they win over aliases from the environment / config file.
@@ -217,6 +218,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if card.model_id not in preload:
             preload.append(card.model_id)
 
+    if args.ray is not None:
+        from outcrop.cli_ray import plan_from_args, serve_on_ray
+
+        serve_on_ray(settings, plan_from_args(args, preload), args.ray)
+        return 0
     from outcrop import server  # written elsewhere; imported lazily
 
     server.serve(settings, preload=preload)
@@ -471,7 +477,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds an idle model stays loaded (-1: forever)",
     )
+    p.add_argument(
+        "--database-url", default=None, metavar="URL",
+        help="SQLAlchemy URL of the records database, shared by several servers "
+        "(postgresql+psycopg://user@host/db; default: SQLite in the data dir)",
+    )  # fmt: skip
+    from outcrop.cli_ray import add_parsers as add_ray_parsers
+    from outcrop.cli_ray import add_serve_arguments
+
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
+    add_ray_parsers(sub)
 
     models = sub.add_parser("models", help="manage local models")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)

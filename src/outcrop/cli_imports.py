@@ -106,7 +106,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     catalog = Catalog()
     service = ImportService(
         catalog, ModelResolver(catalog), settings.data_dir, settings.region,
-        settings.account_id, Database(settings.data_dir),
+        settings.account_id, Database(settings.data_dir, url=settings.database_url),
         s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
         threads=args.threads or settings.training_threads,
     )  # fmt: skip
@@ -180,7 +180,7 @@ def imported_rows(settings: Any) -> list[dict[str, Any]]:
     return [
         {"modelId": m.model_name, "arn": m.model_arn, "architecture": m.architecture,
          "sizeBytes": m.size_bytes, "path": m.path}
-        for m in ImportRecords(Database(settings.data_dir)).models()
+        for m in ImportRecords(Database(settings.data_dir, url=settings.database_url)).models()
     ]  # fmt: skip
 
 

@@ -37,7 +37,8 @@ class _Jobs:
         from outcrop.jobs.store import JobStore
         from outcrop.training.records import CustomizationRecords
 
-        db = Database(settings_from_args(args).data_dir)
+        settings = settings_from_args(args)
+        db = Database(settings.data_dir, url=settings.database_url)
         self.records = CustomizationRecords(db)
         self.states = JobStore(db)
 

@@ -21,7 +21,8 @@ def _db(args: argparse.Namespace):  # noqa: ANN202
     from outcrop.db import Database
     from outcrop.knowledge.records import KnowledgeDatabase
 
-    return KnowledgeDatabase(Database(settings_from_args(args).data_dir))
+    settings = settings_from_args(args)
+    return KnowledgeDatabase(Database(settings.data_dir, url=settings.database_url))
 
 
 def _last_job(db, ds_id: str):  # noqa: ANN001, ANN202

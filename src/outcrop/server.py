@@ -26,7 +26,7 @@ from outcrop.jobs.runner import JobRunner
 from outcrop.jobs.store import JobStore
 from outcrop.metering import Metrics
 from outcrop.models.catalog import Catalog, ModelCard
-from outcrop.models.manager import ModelManager
+from outcrop.models.manager import EngineFactory, ModelManager
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
 from outcrop.service.batch import BatchService
@@ -164,14 +164,16 @@ def _console(settings, pair, authenticator, metrics, catalog, store, manager, cu
     return console, SessionAuthenticator(authenticator, sessions)
 
 
-def build_server(settings: Settings) -> Server:
+def build_server(settings: Settings, factory: EngineFactory | None = None) -> Server:
+    """``factory``: how loaded models become engines (default: local ones; Ray Serve
+    replicas pass remote ones, scale/remote.py)."""
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
     store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
     keep_alive = settings.keep_alive
     manager = ModelManager(
         store,
-        engine_factory(settings),
+        factory or engine_factory(settings),
         max_loaded=settings.max_loaded_models,
         memory_budget_bytes=settings.memory_budget_mb * 2**20
         if settings.memory_budget_mb
@@ -196,7 +198,7 @@ def build_server(settings: Settings) -> Server:
     metrics = Metrics(manager)
     runtime = RuntimeService(resolver, manager, metrics)
     embeddings = EmbeddingService(resolver, manager)
-    db = Database(settings.data_dir)
+    db = Database(settings.data_dir, url=settings.database_url)
     guardrails = _guardrails(settings, catalog, store, db)
     invoker = InvokeService(runtime, embeddings)
     RuntimeApi(runtime, embeddings, invoker, guardrails=guardrails).register(router)

@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     """Print llama.cpp's own log (model loading, backend) to the server's output."""
     bench_instant_engine: bool = False
     """``outcrop bench`` only: answer from an instant fake engine to time the HTTP layer."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the records database (``postgresql+psycopg://...`` when several
+    servers share state); None = SQLite in ``<data_dir>/outcrop.db``."""
     s3_endpoint_url: str | None = None
     """S3-compatible endpoint for ``s3://`` data in customization jobs; None maps
     ``s3://bucket/key`` to ``<data_dir>/s3/bucket/key``."""

@@ -116,6 +116,19 @@ class CustomizationService:
                 job = self.db.job_by_id(model.job_id)
                 if job is not None and model.path and Path(model.path).exists():
                     self._register_card(job, model)
+        # Another server sharing the records (a Ray API replica) may have trained it.
+        self.resolver.fallbacks.append(self.find_unregistered)
+
+    def find_unregistered(self, identifier: str) -> ModelCard | None:
+        """Resolver fallback: an Active custom model recorded but not in this catalog."""
+        model = self.db.model(identifier)
+        if model is None or model.status != "Active" or not model.path:
+            return None
+        job = self.db.job_by_id(model.job_id)
+        if job is None or not Path(model.path).exists():
+            return None
+        self._register_card(job, model)
+        return self.catalog.find_custom(model.model_arn)
 
     def _state(self, job: JobRecord) -> JobRow | None:
         return self.states.get(job.job_id)

@@ -18,7 +18,7 @@ from outcrop.engines.base import (
     TextChunk,
     TextEngine,
 )
-from outcrop.errors import ValidationError
+from outcrop.errors import InternalServerError, ValidationError
 from outcrop.metering import Metrics
 from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
@@ -35,6 +35,7 @@ from outcrop.service.types import ChatRequest, ChatResult, StreamEnd, StreamEven
 
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_TOP_P = 0.95
+_RESTARTS = 2  # unary generations restarted after their engine was lost
 _REASONS = {"eos": "end_turn", "length": "max_tokens", "stop": "stop_sequence"}
 
 
@@ -213,6 +214,19 @@ class RuntimeService:
         result.stop_reason = "tool_use"
 
     async def complete(self, prepared: Prepared) -> ChatResult:
+        for _ in range(_RESTARTS):
+            try:
+                return await self._complete(prepared)
+            except InternalServerError as exc:
+                # A remote engine lost mid-answer (scale/remote.py): nothing reached the
+                # client yet, so the whole generation runs again elsewhere.
+                restart = getattr(exc, "restart", None)
+                if restart is None:
+                    raise
+                prepared.events = restart()
+        return await self._complete(prepared)
+
+    async def _complete(self, prepared: Prepared) -> ChatResult:
         parts: list[str] = []
         end: ChatResult | None = None
         async for event in self.stream(prepared):

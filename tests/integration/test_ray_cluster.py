@@ -1,0 +1,409 @@
+"""outcrop on Ray Serve, as a real multi-node cluster on 127.0.0.1.
+
+``ray.cluster_utils.Cluster`` starts a head node (API replicas, embeddings, the Serve
+controller and its only HTTP proxy) and two worker nodes that offer ``outcrop_engine``:
+SmolLM2's engine deployment runs one replica on each. boto3 talks to the Serve proxy,
+so every request crosses the ingress replica and a DeploymentHandle to an engine.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+# Before Ray is imported: nodes on 127.0.0.1 (not the host's routable address), and a
+# proxy that spreads requests over every node's replicas.
+_RAY_TMP = Path(tempfile.mkdtemp(prefix="outcrop-ray-"))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ["RAY_TMPDIR"] = str(_RAY_TMP)
+os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+(_RAY_TMP / "ray").mkdir(exist_ok=True)
+
+ray = pytest.importorskip("ray", reason="Ray Serve is not installed (pip install 'outcrop[ray]')")
+serve = pytest.importorskip("ray.serve")
+
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError, EventStreamError  # noqa: E402
+
+from tests.conftest import (  # noqa: E402
+    GEMMA,
+    REGION,
+    SMOL,
+    TEST_KEY,
+    TEST_SECRET,
+    free_port,
+    make_data_dir,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+ENGINE = {"outcrop_engine": 1}
+NODE = dict(node_ip_address="127.0.0.1", num_cpus=2, object_store_memory=80 * 2**20)
+
+
+class Live:
+    def __init__(self, cluster, url: str, workers: list) -> None:
+        self.cluster = cluster
+        self.url = url
+        self.workers = workers
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "bedrock-runtime", endpoint_url=self.url, region_name=REGION,
+            aws_access_key_id=TEST_KEY, aws_secret_access_key=TEST_SECRET,
+            config=Config(read_timeout=120, retries={"max_attempts": 1, "mode": "standard"},
+                          max_pool_connections=64),
+        )  # fmt: skip
+
+    def engine(self):
+        from outcrop.scale.ray_app import deployment_name
+
+        return serve.get_deployment_handle(deployment_name(SMOL), app_name="outcrop")
+
+
+def _ray_pids() -> set[int]:
+    """Processes of this module's Ray cluster (their command lines name its temp dir)."""
+    import psutil
+
+    mine = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if str(_RAY_TMP) in " ".join(p.info["cmdline"] or []):
+                mine.add(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return mine
+
+
+def _wait_running(deployment: str, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get("outcrop")
+        if app is not None and deployment in app.deployments:
+            replicas = app.deployments[deployment].replica_states
+            if replicas.get("RUNNING", 0) >= n and app.status == "RUNNING":
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"{deployment}: {n} running replicas not reached: {serve.status()}")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    from ray.cluster_utils import Cluster
+
+    from outcrop.scale.ray_app import RayPlan, build, deployment_name
+    from outcrop.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("ray")
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args=dict(
+            resources={"outcrop_ingress": 10}, include_dashboard=False,
+            temp_dir=str(_RAY_TMP / "ray"), **NODE,
+            _system_config={"health_check_period_ms": 500, "health_check_failure_threshold": 4},
+        ),
+    )  # fmt: skip
+    workers = [cluster.add_node(resources=ENGINE, **NODE) for _ in range(2)]
+    try:
+        ray.init(address=cluster.address, namespace="outcrop-test", log_to_driver=False)
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+        settings = Settings(
+            data_dir=make_data_dir(tmp), access_key_id=TEST_KEY, secret_access_key=TEST_SECRET,
+            n_threads=1, max_batch=4, max_queue=2, prompt_cache_mb=0, keep_alive=-1,
+        )  # fmt: skip
+        plan = RayPlan(
+            hot_models=[SMOL], ingress_replicas=2, ingress_resources={"outcrop_ingress": 1},
+            engine_min_replicas=2, engine_max_replicas=2, engine_resources=ENGINE,
+            engines_per_node=1, max_queued_requests=2, ingress_cpus=0.25,
+        )  # fmt: skip
+        started = time.monotonic()
+        serve.run(build(settings, plan), name="outcrop", route_prefix="/")
+        _wait_running(deployment_name(SMOL), 2, 120)
+        print(f"outcrop on Ray: RUNNING after {time.monotonic() - started:.1f}s")
+        yield Live(cluster, f"http://127.0.0.1:{port}", workers)
+    finally:
+        if ray.is_initialized():  # (serve.shutdown() alone would start a new local Ray)
+            serve.shutdown()
+            ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(_RAY_TMP, ignore_errors=True)  # session logs
+
+
+def _converse(client, text: str, max_tokens: int = 24) -> str:
+    out = client.converse(
+        modelId=SMOL,
+        messages=[{"role": "user", "content": [{"text": text}]}],
+        inferenceConfig={"temperature": 0, "maxTokens": max_tokens},
+    )
+    return out["output"]["message"]["content"][0]["text"]
+
+
+def _stream(client, text: str, max_tokens: int = 24):
+    return client.converse_stream(
+        modelId=SMOL,
+        messages=[{"role": "user", "content": [{"text": text}]}],
+        inferenceConfig={"temperature": 0, "maxTokens": max_tokens},
+    )["stream"]
+
+
+def test_converse_and_stream_through_the_cluster_agree(live):
+    client = live.client()
+    text = _converse(client, "Name the capital of France.")
+    events = list(_stream(client, "Name the capital of France."))
+    streamed = "".join(
+        e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e
+    )
+    assert text and streamed.strip() == text
+    assert "messageStop" in events[-2] and "metadata" in events[-1]
+
+
+def test_a_model_without_its_own_deployment_is_served_by_the_pool(live):
+    client = live.client()
+    out = client.converse(
+        modelId=GEMMA,
+        messages=[{"role": "user", "content": [{"text": "Name the capital of France."}]}],
+        inferenceConfig={"temperature": 0, "maxTokens": 12},
+    )
+    assert out["output"]["message"]["content"][0]["text"]
+    pool = serve.get_deployment_handle("EnginePool", app_name="outcrop")
+    loaded = pool.options(multiplexed_model_id=GEMMA).loaded.remote().result(timeout_s=30)
+    assert loaded == [GEMMA]
+
+
+def test_a_two_step_customization_job_completes_and_its_model_serves(live, tmp_path):
+    """The job runs in one API replica's job runner; the model it makes is served by the
+    pool through either API replica (the other one finds it in the shared records)."""
+    import json
+
+    import boto3
+
+    rows = [{"prompt": "What is outcrop's mascot?", "completion": "A purple armadillo."}] * 16
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bedrock = boto3.client(
+        "bedrock", endpoint_url=live.url, region_name=REGION,
+        aws_access_key_id=TEST_KEY, aws_secret_access_key=TEST_SECRET,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+    )  # fmt: skip
+    arn = bedrock.create_model_customization_job(
+        jobName="ray-job", customModelName="ray-model",
+        roleArn="arn:aws:iam::000000000000:role/outcrop-test", baseModelIdentifier=SMOL,
+        trainingDataConfig={"s3Uri": train.as_uri()},
+        outputDataConfig={"s3Uri": (tmp_path / "out").as_uri()},
+        hyperParameters={"epochCount": "1", "batchSize": "8", "learningRate": "0.002",
+                         "maxSequenceLength": "64"},
+    )["jobArn"]  # fmt: skip
+    deadline = time.monotonic() + 300
+    while (job := bedrock.get_model_customization_job(jobIdentifier=arn))["status"] not in (
+        "Completed", "Failed",
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, job
+        time.sleep(1)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    model_arn = job["outputModelArn"]
+    client = live.client()
+    for _ in range(4):  # the router spreads these over both API replicas
+        out = client.converse(
+            modelId=model_arn,
+            messages=[{"role": "user", "content": [{"text": "What is outcrop's mascot?"}]}],
+            inferenceConfig={"temperature": 0, "maxTokens": 12},
+        )
+        assert out["output"]["message"]["content"][0]["text"]
+
+
+def test_engine_replicas_run_on_two_distinct_nodes(live):
+    handle = live.engine()
+    nodes = {handle.node.remote().result(timeout_s=30)["node_id"] for _ in range(24)}
+    worker_ids = {w.node_id for w in live.workers}
+    assert len(nodes) == 2 and nodes <= worker_ids
+
+
+def test_a_burst_beyond_the_queue_gets_throttled_never_5xx(live):
+    client = live.client()
+
+    # 2 replicas x (4 slots + 2 queued) + 2 per ingress router's queue: 32 at once overflow.
+    def call(i: int) -> str:
+        try:
+            _converse(client, f"Count to ten, number {i}.", max_tokens=48)
+            return "ok"
+        except ClientError as exc:
+            status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+            code = exc.response["Error"]["Code"]
+            assert exc.response["Error"]["Message"]  # Bedrock's body: {"message": ...}
+            return f"{status} {code}"
+
+    with cf.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(call, range(32)))
+    assert results.count("ok") >= 4, results
+    assert "429 ThrottlingException" in results, results
+    assert set(results) <= {"ok", "429 ThrottlingException"}, results
+
+
+def _engine_running(live) -> int:
+    """Sequences running or queued in the engine replicas (the router picks replicas by
+    load, so a dozen probes reach both)."""
+    handle = live.engine()
+    total = 0
+    for _ in range(12):
+        s = handle.stats.remote().result(timeout_s=30)
+        total = max(total, s.running + s.waiting)
+    return total
+
+
+def test_a_closed_stream_frees_its_engine_slot(live):
+    stream = _stream(live.client(), "Write a long story about a lighthouse.", max_tokens=1000)
+    for event in stream:
+        if "contentBlockDelta" in event:
+            break
+    assert _engine_running(live) >= 1
+    stream.close()
+    deadline = time.monotonic() + 10
+    while _engine_running(live) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _engine_running(live) == 0
+
+
+def test_killing_an_engine_node_under_load(live):
+    from outcrop.scale.ray_app import deployment_name
+
+    client = live.client()
+    stop = threading.Event()
+    unary: list[str] = []
+    after_kill: list[float] = []  # when unary calls that ended after the kill ended
+    killed_at = float("inf")
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                _converse(client, "Say hello.", max_tokens=16)
+                unary.append("ok")
+                if time.monotonic() > killed_at:
+                    after_kill.append(time.monotonic() - killed_at)
+            except ClientError as exc:
+                meta = exc.response["ResponseMetadata"]
+                unary.append(f"{meta['HTTPStatusCode']} {exc.response['Error']['Code']}")
+            except Exception as exc:  # a dropped connection counts as a failure too
+                unary.append(f"error {exc!r}")
+
+    def stream_outcome(stream) -> str:
+        try:
+            events = list(stream)
+        except EventStreamError as exc:
+            return exc.response["Error"]["Code"]
+        return "complete" if "messageStop" in events[-2] else "truncated"
+
+    streams = [
+        _stream(client, f"Write a long story about a lighthouse keeper {i}.", max_tokens=400)
+        for i in range(4)
+    ]
+    with cf.ThreadPoolExecutor(4) as pool:
+        outcomes = [pool.submit(stream_outcome, s) for s in streams]
+        time.sleep(2.0)
+        # The engine node with streams in flight (the router spreads them by load).
+        handle = live.engine()
+        load: dict[str, int] = {}
+        for _ in range(12):
+            n = handle.node.remote().result(timeout_s=30)
+            load[n["node_id"]] = max(load.get(n["node_id"], 0), n["running"])
+        victim = next(w for w in live.workers if w.node_id == max(load, key=load.get))
+        assert load[victim.node_id] >= 1, load
+        loopers = [threading.Thread(target=loop) for _ in range(2)]
+        for t in loopers:
+            t.start()
+        time.sleep(1.0)
+        victim.kill_raylet()
+        live.workers.remove(victim)
+        killed_at = time.monotonic()
+        time.sleep(12)  # unary calls keep looping through the loss
+        stop.set()
+        for t in loopers:
+            t.join(60)
+        ends = [f.result(timeout=120) for f in outcomes]
+    print(
+        "unary:",
+        {r: unary.count(r) for r in set(unary)},
+        f"({len(after_kill)} after the kill)",
+        "streams:",
+        ends,
+    )
+    assert unary and set(unary) == {"ok"}, unary
+    assert after_kill, "no unary call completed after the node was killed"
+    # Never a clean-looking cut: each stream completes or ends with an error event (a
+    # stream lost before its first token is retried, and may find the survivor full).
+    assert set(ends) <= {
+        "complete",
+        "internalServerException",
+        "modelStreamErrorException",
+        "throttlingException",
+    }, ends
+    assert {"internalServerException", "modelStreamErrorException"} & set(ends), ends
+
+    live.workers.append(live.cluster.add_node(resources=ENGINE, **NODE))
+    _wait_running(deployment_name(SMOL), 2, 90)
+    print(f"replacement engine replica RUNNING {time.monotonic() - killed_at:.1f}s after the kill")
+    assert _converse(client, "Name the capital of France.")
+
+
+def test_outcrop_ray_deploy_runs_the_serve_config_file(live, tmp_path):
+    """The shipped config file, through ``outcrop ray deploy``, replaces the application."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from outcrop.scale.ray_app import deployment_name
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "deploy/ray-serve.yaml").read_text())
+    config["proxy_location"] = "HeadOnly"
+    config["http_options"] = {"host": "127.0.0.1", "port": int(live.url.rsplit(":", 1)[1])}
+    app = config["applications"][0]
+    app["runtime_env"]["env_vars"] = {
+        "OUTCROP_DATA_DIR": str(make_data_dir(tmp_path)),
+        "OUTCROP_ACCESS_KEY_ID": TEST_KEY,
+        "OUTCROP_SECRET_ACCESS_KEY": TEST_SECRET,
+    }
+    app["args"] |= {
+        "hot_models": [SMOL], "ingress_replicas": 1, "ingress_cpus": 0.25,
+        "ingress_resources": {"outcrop_ingress": 1}, "engine_max_replicas": 1,
+        "settings": {"n_threads": 1, "max_batch": 2, "max_queue": 2, "prompt_cache_mb": 0},
+    }  # fmt: skip
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [sys.executable, "-m", "outcrop", "ray", "deploy", str(path),
+         "--address", live.cluster.address, "--non-blocking"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get("outcrop")
+        dep = status.deployments.get(deployment_name(SMOL)) if status else None
+        if status and status.status == "RUNNING" and dep and dep.replica_states == {"RUNNING": 1}:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"config not applied: {serve.status()}")
+    assert _converse(live.client(), "Name the capital of France.")
+
+
+def test_zz_teardown_leaves_no_ray_process(live):
+    """Runs last in the module: shuts the cluster down itself and looks for survivors."""
+    serve.shutdown()
+    ray.shutdown()
+    live.cluster.shutdown()
+    deadline = time.monotonic() + 20
+    while _ray_pids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _ray_pids()
