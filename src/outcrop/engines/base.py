@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+
+from outcrop.errors import InternalServerError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,6 +99,16 @@ class EngineStats:
     """Of which sampling and turning tokens into text (per-sequence work)."""
     deliver_seconds: float = 0.0
     """Handing each step's events to the asyncio side."""
+
+
+class GenerationLost(InternalServerError):
+    """The engine serving a generation went away after it had sent tokens (a remote
+    replica died). Streams end with an error event; a unary call, whose tokens never
+    reached the client, may start again through ``restart``."""
+
+    def __init__(self, message: str, restart: Callable[[], AsyncIterator[EngineEvent]]):
+        super().__init__(message)
+        self.restart = restart
 
 
 class TextEngine(ABC):

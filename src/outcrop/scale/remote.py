@@ -24,6 +24,7 @@ from outcrop.engines.base import (
     EngineEvent,
     EngineStats,
     Finished,
+    GenerationLost,
     GenerationRequest,
     TextEngine,
     Truncate,
@@ -55,16 +56,11 @@ def _wait_for_replica(response: Any, what: str) -> Any:
         ) from None
 
 
-class ReplicaLostError(InternalServerError):
+class ReplicaLostError(GenerationLost):
     """The engine replica serving a generation died after it had sent tokens.
 
     Streams end with an ``internalServerException`` event (never a clean-looking cut);
-    unary calls, whose tokens never reached the client, start again elsewhere
-    (``restart``)."""
-
-    def __init__(self, message: str, restart: Callable[[], AsyncIterator[EngineEvent]]):
-        super().__init__(message)
-        self.restart = restart
+    unary calls, whose tokens never reached the client, start again elsewhere."""
 
 
 def _ray_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]:

@@ -14,11 +14,12 @@ from outcrop.engines.base import (
     CachePoint,
     EngineEvent,
     Finished,
+    GenerationLost,
     GenerationRequest,
     TextChunk,
     TextEngine,
 )
-from outcrop.errors import InternalServerError, ValidationError
+from outcrop.errors import ValidationError
 from outcrop.metering import Metrics
 from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
@@ -217,13 +218,10 @@ class RuntimeService:
         for _ in range(_RESTARTS):
             try:
                 return await self._complete(prepared)
-            except InternalServerError as exc:
+            except GenerationLost as exc:
                 # A remote engine lost mid-answer (scale/remote.py): nothing reached the
                 # client yet, so the whole generation runs again elsewhere.
-                restart = getattr(exc, "restart", None)
-                if restart is None:
-                    raise
-                prepared.events = restart()
+                prepared.events = exc.restart()
         return await self._complete(prepared)
 
     async def _complete(self, prepared: Prepared) -> ChatResult:
