@@ -7,7 +7,14 @@ import pytest
 
 from outcrop.api.auth import Authenticator
 from outcrop.console.auth import SessionAuthenticator
-from outcrop.console.sessions import COOKIE, CSRF_HEADER, ConsoleSessions, cookie_value
+from outcrop.console.sessions import (
+    COOKIE,
+    CSRF_HEADER,
+    MAX_WRONG_KEYS,
+    WRONG_KEY_WINDOW_S,
+    ConsoleSessions,
+    cookie_value,
+)
 from outcrop.errors import AccessDeniedError
 
 
@@ -87,3 +94,15 @@ def test_without_a_live_session_the_key_rules_apply_unchanged():
 def test_auth_none_needs_neither_cookie_nor_csrf():
     auth, _ = _auth("none")
     assert auth.authenticate("POST", "/model/x/converse", "", [], b"{}").kind == "anonymous"
+
+
+def test_wrong_keys_are_throttled_per_client_for_a_minute():
+    now = [1000.0]
+    sessions = ConsoleSessions(["secret"], clock=lambda: now[0])
+    for _ in range(MAX_WRONG_KEYS):
+        assert sessions.retry_after("10.0.0.1") == 0
+        sessions.wrong_key("10.0.0.1")
+    assert sessions.retry_after("10.0.0.1") == pytest.approx(WRONG_KEY_WINDOW_S)
+    assert sessions.retry_after("10.0.0.2") == 0  # another client is not affected
+    now[0] += WRONG_KEY_WINDOW_S + 1
+    assert sessions.retry_after("10.0.0.1") == 0  # the window has passed

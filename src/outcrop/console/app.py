@@ -149,8 +149,17 @@ class ConsoleApp:
         key = body.get("apiKey") if isinstance(body, dict) else None
         if not isinstance(key, str) or not key.strip():
             return _error(400, "ValidationException", "Enter the server's API key.")
+        client = request.client.host if request.client else ""
+        wait = self.sessions.retry_after(client)
+        if wait > 0:
+            return _error(
+                429,
+                "ThrottlingException",
+                f"Too many wrong keys from this address: try again in {wait:.0f} seconds.",
+            )
         session = self.sessions.sign_in(key.strip())
         if session is None:
+            self.sessions.wrong_key(client)
             return _error(
                 401,
                 "WrongKey",

@@ -18,6 +18,9 @@ COOKIE = "outcrop_console"
 CSRF_HEADER = "x-outcrop-csrf"
 SESSION_TTL_S = 12 * 3600
 LINK_TTL_S = 15 * 60
+MAX_WRONG_KEYS = 5
+"""Wrong keys one client may try per ``WRONG_KEY_WINDOW_S`` before sign-in refuses it."""
+WRONG_KEY_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class ConsoleSessions:
         self.clock = clock
         self._sessions: dict[str, Session] = {}
         self._links: dict[str, float] = {}
+        self._wrong: dict[str, list[float]] = {}  # client -> times of its recent wrong keys
         self._lock = threading.Lock()
 
     def key_matches(self, presented: str) -> bool:
@@ -54,6 +58,24 @@ class ConsoleSessions:
 
     def sign_in(self, presented: str) -> Session | None:
         return self._open() if self.key_matches(presented) else None
+
+    def retry_after(self, client: str) -> float:
+        """Seconds before ``client`` may try a key again (0: now). Guessing a key costs
+        a minute per five tries, whatever the guesser does."""
+        now = self.clock()
+        with self._lock:
+            recent = [t for t in self._wrong.get(client, ()) if t > now - WRONG_KEY_WINDOW_S]
+            self._wrong[client] = recent
+            if len(recent) < MAX_WRONG_KEYS:
+                return 0.0
+            return recent[0] + WRONG_KEY_WINDOW_S - now
+
+    def wrong_key(self, client: str) -> None:
+        with self._lock:
+            if len(self._wrong) > 10_000:  # bounded: forget the oldest clients
+                for old in list(self._wrong)[:5_000]:
+                    del self._wrong[old]
+            self._wrong.setdefault(client, []).append(self.clock())
 
     def one_time_link(self) -> str:
         """A token for ``/console/login?token=...``: good once, for fifteen minutes."""
