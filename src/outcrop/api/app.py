@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from outcrop.api.auth import Authenticator, Principal
+from outcrop.api.limits import check_head, read_limited
 from outcrop.api.responses import error_response, json_response, new_request_id
 from outcrop.api.routing import Router
 from outcrop.errors import (
@@ -32,8 +33,7 @@ from outcrop.metering import Metrics
 
 log = logging.getLogger("outcrop.api")
 T = TypeVar("T")
-
-MAX_BODY_BYTES = 25_000_000 + 1_000_000  # InvokeModel's documented body limit, plus framing
+CLIENT_CLOSED = 499  # nginx's code for "client closed the request", for metrics only
 
 
 @dataclass
@@ -88,6 +88,11 @@ class OutcropApp:
         request_id = new_request_id()
         raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.scope["path"]
         method = request.method
+        try:
+            check_head(request.scope["headers"])
+        except OutcropError as exc:
+            render = self.router.error_renderer(raw_path) or error_response
+            return render(exc, request_id)
         if raw_path in ("/health", "/ping") and method in ("GET", "HEAD"):
             return json_response({"status": "ok"}, request_id)
         if raw_path == "/metrics" and method == "GET" and self.metrics is not None:
@@ -106,7 +111,7 @@ class OutcropApp:
     ) -> Response:
         render = self.router.error_renderer(raw_path) or error_response
         try:
-            body = await _read_body(request)
+            body = await read_limited(request.stream())
             headers = [
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
             ]
@@ -121,6 +126,9 @@ class OutcropApp:
             return await route.handler(call)
         except OutcropError as exc:
             return render(exc, request_id)
+        except ClientDisconnect:
+            # The client left before its request was in: nobody to answer, nothing to log.
+            return Response(status_code=CLIENT_CLOSED)
         except Exception:
             log.exception("unhandled error in %s %s", method, raw_path)
             return render(
@@ -166,14 +174,3 @@ async def _wait_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-async def _read_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ValidationError("The request body is larger than the 25,000,000-byte limit.")
-        chunks.append(chunk)
-    return b"".join(chunks)

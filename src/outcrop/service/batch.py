@@ -34,7 +34,7 @@ from outcrop.jobs.files import JobFailure
 from outcrop.jobs.kinds import JobContext, JobKind
 from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, STOPPED, SUCCEEDED, JobRow
 from outcrop.jobs.runner import JobRunner
-from outcrop.locations import DataLocations, write_output
+from outcrop.locations import DataLocations, FileRoots, write_output
 from outcrop.models.catalog import foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.service.control_fields import (
@@ -102,6 +102,7 @@ class BatchService:
         db: Database,
         runner: JobRunner,
         s3_endpoint_url: str | None = None,
+        file_roots: FileRoots = None,
         concurrency: int = 8,
     ) -> None:
         self.resolver = resolver
@@ -112,7 +113,7 @@ class BatchService:
         self.db = BatchRecords(db)
         self.runner = runner
         self.states = runner.store
-        self.locations = DataLocations(self.data_dir, s3_endpoint_url)
+        self.locations = DataLocations(self.data_dir, s3_endpoint_url, file_roots)
         self.concurrency = concurrency
         self.jobs_dir = self.data_dir / "batch" / "jobs"
         runner.register(
