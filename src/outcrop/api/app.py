@@ -8,7 +8,9 @@ shape, or the shape the router declares for the path's prefix (OpenAI's under ``
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +35,9 @@ from outcrop.metering import Metrics
 
 log = logging.getLogger("outcrop.api")
 T = TypeVar("T")
+# JSON can spell half a UTF-16 pair ("\ud800") that no UTF-8 text can hold; only bodies
+# that contain such an escape pay for the full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request", for metrics only
 
 
@@ -47,8 +52,6 @@ class Call:
     principal: Principal
 
     def json(self) -> dict[str, Any]:
-        import json
-
         if not self.body:
             return {}
         try:
@@ -57,6 +60,15 @@ class Call:
             raise ValidationError(
                 f"Malformed input request: the body is not valid JSON ({exc})."
             ) from exc
+        except RecursionError:  # found by the contract fuzzer: [[[[... 200,000 deep
+            raise ValidationError(
+                "Malformed input request: the body is nested too deeply."
+            ) from None
+        if _SURROGATE_ESCAPE.search(self.body) and _has_lone_surrogate(value):
+            raise ValidationError(
+                "Malformed input request: the body holds a lone UTF-16 surrogate (\\ud800-"
+                "\\udfff), which is not a Unicode character."
+            )
         if not isinstance(value, dict):
             raise ValidationError("Malformed input request: the body must be a JSON object.")
         return value
@@ -151,6 +163,14 @@ class OutcropApp:
                         await result
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:

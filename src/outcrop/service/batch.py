@@ -346,8 +346,11 @@ class BatchService:
         resolved = self.resolver.resolve(model_id)
         if not isinstance(body["modelInput"], dict):
             raise ValidationError("modelInput must be a JSON object (the model's request body).")
-        out_uri = ((body["outputDataConfig"] or {}).get("s3OutputDataConfig") or {}).get("s3Uri")
-        if not out_uri:
+        # Checked level by level: the contract fuzzer sent a string here (was a 500).
+        out_config = body["outputDataConfig"]
+        s3_config = out_config.get("s3OutputDataConfig") if isinstance(out_config, dict) else None
+        out_uri = s3_config.get("s3Uri") if isinstance(s3_config, dict) else None
+        if not isinstance(out_uri, str) or not out_uri:
             raise missing("outputDataConfig.s3OutputDataConfig.s3Uri")
         out_loc = self.locations.parse(out_uri, "output data")
         self.locations.check_writable(out_loc)
