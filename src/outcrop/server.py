@@ -178,7 +178,7 @@ def build_server(settings: Settings) -> Server:
     if pair:
         keys[pair[0]] = pair[1]
     api_keys = {settings.api_key} if settings.api_key else set()
-    authenticator = Authenticator(keys, api_keys, mode=settings.auth)
+    authenticator = Authenticator(keys, api_keys, mode=settings.auth, region=settings.region)
 
     router = Router()
     metrics = Metrics(manager)
