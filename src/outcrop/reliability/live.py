@@ -139,3 +139,14 @@ def server(root: Path, *args: str, preload: bool = True) -> Live:
     if preload:
         extra += ["--preload", SMOL]
     return Live(new_data_dir(root), [*extra, *args]).start()
+
+
+def engine_gauges(url: str) -> tuple[float, float]:
+    """(running sequences, queued requests) summed over loaded models, from /metrics."""
+    running = queued = 0.0
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("outcrop_running_sequences{"):
+            running += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("outcrop_queue_depth{"):
+            queued += float(line.rsplit(" ", 1)[1])
+    return running, queued
