@@ -132,7 +132,7 @@ class Fuzzer:
     ) -> str | None:
         """One request; returns the error code (for the served-or-not probe)."""
         rng = random.Random(seed)
-        mutation = rng.choice(MUTATIONS) if rng.random() < 0.6 else None
+        mutation = rng.choice(MUTATIONS) if rng.random() < 0.6 and not probe else None
         try:
             prepared = self.build(op, rng, mutation)
         except Exception:  # the serializer refuses some generated values: not a server test
