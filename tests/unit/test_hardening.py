@@ -115,3 +115,30 @@ def test_credentials_and_records_are_owner_only(tmp_path: Path) -> None:
     Database(tmp_path).create_tables()
     for name in ("credentials.json", "outcrop.db"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+
+
+class _Body:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",  # RecursionError: was a 500
+        b'{"text": "\\ud800 alone"}',  # a lone surrogate: was a 500 deeper down
+        b'{"text": "\\udfff"}',
+    ],
+    ids=["nesting-200000-deep", "lone-high-surrogate", "lone-low-surrogate"],
+)
+def test_bodies_the_contract_fuzzer_broke_are_validation_errors(body) -> None:
+    from outcrop.api.app import Call
+
+    with pytest.raises(ValidationError, match="Malformed input request"):
+        Call.json(_Body(body))  # type: ignore[arg-type]
+
+
+def test_a_surrogate_pair_is_still_accepted() -> None:
+    from outcrop.api.app import Call
+
+    assert Call.json(_Body(b'{"t": "\\ud83e\\udd9c"}')) == {"t": "🦜"}  # type: ignore[arg-type]

@@ -19,21 +19,11 @@ PARTS = ("fuzz", "raw", "tamper", "soak", "crash")
 
 
 def run_part(name: str, full: bool, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from outcrop.reliability import live
 
     if name == "fuzz":
         from outcrop.reliability import contract
 
-        server = live.server(root / "fuzz", "--parallel", "4")
-        try:
-            tally = contract.Fuzzer(server, seed=args.seed).run(
-                args.requests or (12_000 if full else 600), workers=4
-            )
-            out = tally.summary()
-            out["held"] = out["failed"] == 0 and out["status_5xx"] == 0 and server.alive()
-            return out
-        finally:
-            server.stop()
+        return contract.run(root / "fuzz", args.requests or (12_000 if full else 600), args.seed)
     if name == "raw":
         from outcrop.reliability import rawsock
 

@@ -244,3 +244,20 @@ def check_stream(op: OperationModel, resp: httpx.Response, where: str, tally: Ta
     except Exception as exc:
         tally.fail("stream not parseable", f"{where}: {exc!r}")
     return None
+
+
+def run(root, requests: int, seed: int = 0, workers: int = 4) -> dict[str, Any]:
+    """Start a server, fuzz it with ``requests`` requests, and say whether it held."""
+    server = live.server(root, "--parallel", "4")
+    try:
+        out = Fuzzer(server, seed=seed).run(requests, workers=workers).summary()
+        out["unhandled_in_log"] = server.unhandled_in_log()
+        out["held"] = (
+            out["failed"] == 0
+            and out["status_5xx"] == 0
+            and server.alive()
+            and not out["unhandled_in_log"]
+        )
+        return out
+    finally:
+        server.stop()

@@ -166,8 +166,9 @@ def batch_job(root: Path, records: int = 24) -> dict[str, Any]:
 def run(root: Path, full: bool = False) -> dict[str, Any]:
     scenarios = [db_write_load(root / "db"), batch_job(root / "batch", 48 if full else 16)]
     if full:
-        from outcrop.reliability.crash_import import model_import
+        from outcrop.reliability.crash_jobs import customization, model_import
 
         scenarios.append(model_import(root / "import"))
+        scenarios.append(customization(root / "customization"))
     failed = [s["scenario"] for s in scenarios if not s["held"]]
     return {"scenarios": scenarios, "failed": len(failed), "held": not failed}

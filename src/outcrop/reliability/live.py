@@ -96,6 +96,15 @@ class Live:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def secrets_in_log(self) -> list[str]:
+        """Which of the server's secrets appear anywhere in its log (must be none)."""
+        text = self.tail(10**9)
+        return [name for name, s in (("secret key", SECRET), ("api key", API_KEY)) if s in text]
+
+    def unhandled_in_log(self) -> int:
+        """Tracebacks the app logged as unhandled (each one a 500 or a lost request)."""
+        return self.tail(10**9).count("unhandled error")
+
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log else ""
 

@@ -168,6 +168,8 @@ def run(root: Path, full: bool = False) -> dict[str, Any]:
         slow = slow_clients(server, 200 if full else 40, 20 if full else 6)
         if not slow["held"]:
             failures.append(f"slow clients: {slow}")
+        if server.unhandled_in_log():
+            failures.append(f"{server.unhandled_in_log()} unhandled errors in the server log")
     finally:
         server.stop()
     return {

@@ -201,6 +201,8 @@ def run(root: Path) -> dict[str, Any]:
                 refused += 1
         if not server.alive():
             failures.append("server died")
+        if leaked := server.secrets_in_log():
+            failures.append(f"in the server log: {', '.join(leaked)}")
     finally:
         server.stop()
     return {
