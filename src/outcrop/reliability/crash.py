@@ -164,7 +164,7 @@ def batch_job(root: Path, records: int = 24) -> dict[str, Any]:
 
 
 def run(root: Path, full: bool = False) -> dict[str, Any]:
-    scenarios = [db_write_load(root / "db"), batch_job(root / "batch", 48 if full else 16)]
+    scenarios = [db_write_load(root / "db"), batch_job(root / "batch", 48 if full else 8)]
     if full:
         from outcrop.reliability.crash_jobs import customization, model_import
 
