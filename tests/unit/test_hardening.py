@@ -142,3 +142,12 @@ def test_a_surrogate_pair_is_still_accepted() -> None:
     from outcrop.api.app import Call
 
     assert Call.json(_Body(b'{"t": "\\ud83e\\udd9c"}')) == {"t": "🦜"}  # type: ignore[arg-type]
+
+
+def test_a_new_data_dir_is_owner_only(tmp_path: Path) -> None:
+    from outcrop.server import build_server
+
+    data = tmp_path / "fresh"
+    build_server(Settings(data_dir=data, auth="none"))
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "outcrop.db").stat().st_mode) == 0o600
