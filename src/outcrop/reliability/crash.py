@@ -11,6 +11,7 @@ be served; and no orphaned temporary file is left in the data dir after the next
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -31,16 +32,12 @@ def integrity(data_dir: Path) -> str:
 
 
 def orphans(data_dir: Path) -> list[str]:
-    """Temp files under the data dir, not following the shared models/cache links."""
+    """Temp files under the data dir (not following links: the shared models/cache)."""
     found = []
-    for path in data_dir.rglob("*"):
-        if any(p.is_symlink() for p in path.relative_to(data_dir).parents if str(p) != "."):
-            continue
-        if (
-            TEMP_NAME.match(path.name)
-            and not (data_dir / path.relative_to(data_dir)).parent.is_symlink()
-        ):
-            found.append(str(path.relative_to(data_dir)))
+    for folder, dirs, files in os.walk(data_dir):
+        for name in files + dirs:
+            if TEMP_NAME.match(name):
+                found.append(str((Path(folder) / name).relative_to(data_dir)))
     return found
 
 
@@ -86,6 +83,7 @@ def db_write_load(root: Path) -> dict[str, Any]:
     for t in threads:
         t.join(timeout=30)
     check = integrity(server.data_dir)
+    at_kill = orphans(server.data_dir)  # what the kill left, before the restart
     server.start()
     try:
         listed: set[str] = set()
@@ -105,6 +103,7 @@ def db_write_load(root: Path) -> dict[str, Any]:
         "acknowledged_writes": len(acked),
         "lost_after_restart": lost[:10],
         "integrity_check": check,
+        "temp_files_at_kill": at_kill,
         "orphaned_temp_files": left,
         "held": check == "ok" and not lost and not left,
     }
@@ -132,6 +131,7 @@ def batch_job(root: Path, records: int = 24) -> dict[str, Any]:
     status_before = bedrock.get_model_invocation_job(jobIdentifier=arn)["status"]
     server.kill()
     check = integrity(server.data_dir)
+    at_kill = orphans(server.data_dir)  # what the kill left, before the restart
     server.start()
     try:
         final = _wait(
@@ -158,6 +158,7 @@ def batch_job(root: Path, records: int = 24) -> dict[str, Any]:
         "final_status": status,
         "records_out": len(ids),
         "each_record_exactly_once": exactly_once,
+        "temp_files_at_kill": at_kill,
         "orphaned_temp_files": left,
         "held": check == "ok" and reason_ok and (exactly_once or status == "Failed") and not left,
     }

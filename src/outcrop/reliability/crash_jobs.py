@@ -42,6 +42,7 @@ def model_import(root: Path, kill_after_s: float = 1.5) -> dict[str, Any]:
     before = bedrock.get_model_import_job(jobIdentifier=arn)["status"]
     server.kill()
     check = integrity(server.data_dir)
+    at_kill = orphans(server.data_dir)  # what the kill left, before the restart
     server.start()
     try:
         job = _wait(
@@ -76,6 +77,7 @@ def model_import(root: Path, kill_after_s: float = 1.5) -> dict[str, Any]:
         "failure_message": (job or {}).get("failureMessage"),
         "imported_models_registered": len(models),
         "imported_model_answers": answered,
+        "temp_files_at_kill": at_kill,
         "orphaned_temp_files": left,
         "held": bool(fine) and check == "ok" and not left,
     }
@@ -139,6 +141,7 @@ def customization(root: Path) -> dict[str, Any]:
     time.sleep(3)
     orphan_workers = _children_of(pid) + _workers_naming(server.data_dir)
     check = integrity(server.data_dir)
+    at_kill = orphans(server.data_dir)  # what the kill left, before the restart
     server.start()
     try:
         job = _wait(
@@ -175,6 +178,7 @@ def customization(root: Path) -> dict[str, Any]:
         "failure_message": (job or {}).get("failureMessage"),
         "custom_models_registered": len(models),
         "custom_model_answers": answered,
+        "temp_files_at_kill": at_kill,
         "orphaned_temp_files": left,
         "held": bool(fine) and check == "ok" and not left and not orphan_workers,
     }
