@@ -136,6 +136,14 @@ class Throttled(Exception):
     pass
 
 
+def _once(client: Client, kind: str) -> None:
+    try:
+        getattr(client, kind)()
+    except Exception:  # a warm-up call that fails is not counted; the soak counts its own
+        pass
+    client.http.close()
+
+
 def run(root: Path, clients: int = 8, seconds: float = 60) -> dict[str, Any]:
     # Both models loaded before the clock starts: loading is not growth.
     server = live.server(
@@ -144,6 +152,17 @@ def run(root: Path, clients: int = 8, seconds: float = 60) -> dict[str, Any]:
     counts: Counter = Counter()
     fails: list[str] = []
     try:
+        # Warm-up burst before the clock: every kind of call, ``clients`` at once, so the
+        # KV-cache pages of every slot, lazy imports and allocator arenas are touched once
+        # (a 45 s run measured +12.7 % without it, all of it first-touch).
+        burst = Counter()
+        for kind in KINDS:
+            warmers = [Client(server, 0, i, burst, []) for i in range(clients)]
+            pool = [threading.Thread(target=_once, args=(w, kind), daemon=True) for w in warmers]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
         warmup = min(30.0, seconds * 0.25)
         started = time.monotonic()
         deadline = started + seconds
