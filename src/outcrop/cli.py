@@ -207,6 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gpu_layers=args.gpu_layers,
         prompt_cache_mb=args.prompt_cache_mb,
         database_url=args.database_url,
+        file_roots=args.file_roots,
     )
     if args.alias:
         # --alias flags come first: they win over aliases from the environment / config file.
@@ -452,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--training-threads", type=int, default=None, help="torch threads per training job"
     )
+    p.add_argument(
+        "--file-roots", default=None, metavar="DIR[:DIR...]",
+        help="folders file:// job locations may use (default: any on loopback, none otherwise)",
+    )  # fmt: skip
     p.add_argument(
         "--preload", nargs="+", action="extend", metavar="MODEL_ID", help="load at start-up"
     )

@@ -9,6 +9,7 @@ batch, import, ingestion).
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,57 @@ from urllib.parse import unquote, urlparse
 from outcrop.errors import ValidationError
 
 MAX_DATA_BYTES = 1 << 30
+#: Outbound S3 calls never wait forever: a dead endpoint fails the job with a reason.
+S3_CONNECT_TIMEOUT_S = 10
+S3_READ_TIMEOUT_S = 60
+# Loose on purpose (legacy names, test buckets like "b"), strict where it matters: a local
+# "bucket" must be one folder name under <data-dir>/s3 ('..', '.', '/' and '' fail).
+_BUCKET = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+FileRoots = tuple[Path, ...] | None
+"""Where ``file://`` may read and write: None = anywhere (loopback servers without
+``--file-roots``), ``()`` = nowhere, else under one of these folders (after symlinks)."""
+
+
+def valid_bucket(bucket: str) -> bool:
+    return bool(_BUCKET.fullmatch(bucket)) and bucket not in (".", "..")
+
+
+def confined_file(path: Path, roots: FileRoots, uri: str, what: str) -> Path:
+    """``path`` if ``file://`` access to it is allowed, else a ValidationError.
+
+    ``..`` is refused outright (a location names a place, it does not climb); with roots,
+    the path is resolved (symlinks followed) and must land under one of them.
+    """
+    if not path.is_absolute() or ".." in path.parts:
+        raise ValidationError(
+            f"The {what} location {uri} must be an absolute file:/// path without '..'."
+        )
+    if roots is None:
+        return path
+    if not roots:
+        raise ValidationError(
+            f"The {what} location {uri} is refused: file:// locations are disabled on a "
+            "server that listens beyond loopback unless --file-roots names the folders "
+            "it may use."
+        )
+    real = path.resolve()
+    if not any(real.is_relative_to(root.resolve()) for root in roots):
+        raise ValidationError(
+            f"The {what} location {uri} is outside the folders this server may use (--file-roots)."
+        )
+    return path
+
+
+def local_s3_path(data_dir: Path, bucket: str, key: str, uri: str, what: str) -> Path:
+    """``<data-dir>/s3/<bucket>/<key>``, refused if it would leave that bucket's folder."""
+    if not valid_bucket(bucket) or ".." in key.split("/"):
+        raise ValidationError(f"The {what} location {uri} is not a valid S3 URI.")
+    root = Path(data_dir) / "s3" / bucket
+    path = root / key
+    # A symlink inside the bucket folder must not lead out of it.
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValidationError(f"The {what} location {uri} resolves outside its bucket.")
+    return path
 
 
 @dataclass(frozen=True)
@@ -63,18 +115,28 @@ class Location:
         )
 
 
-def _s3_client(endpoint_url: str):
+def s3_client(endpoint_url: str | None):
+    """A boto3 S3 client with bounded connect/read timeouts and retries."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url)
+    config = Config(
+        connect_timeout=S3_CONNECT_TIMEOUT_S,
+        read_timeout=S3_READ_TIMEOUT_S,
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
 
 class DataLocations:
     """Resolves and reads data URIs for one server."""
 
-    def __init__(self, data_dir: Path, s3_endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, s3_endpoint_url: str | None = None, file_roots: FileRoots = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.s3_endpoint_url = s3_endpoint_url
+        self.file_roots = file_roots
 
     def parse(self, uri: str, what: str) -> Location:
         if not isinstance(uri, str) or not uri:
@@ -83,14 +145,15 @@ class DataLocations:
         if parsed.scheme == "file":
             if parsed.netloc not in ("", "localhost"):
                 raise ValidationError(f"The {what} location {uri} must be file:///absolute/path.")
-            return Location(uri, path=Path(unquote(parsed.path)))
+            path = confined_file(Path(unquote(parsed.path)), self.file_roots, uri, what)
+            return Location(uri, path=path)
         if parsed.scheme == "s3":
             bucket, key = parsed.netloc, unquote(parsed.path).lstrip("/")
             if not bucket or ".." in key.split("/"):
                 raise ValidationError(f"The {what} location {uri} is not a valid S3 URI.")
             if self.s3_endpoint_url:
                 return Location(uri, bucket=bucket, key=key, endpoint_url=self.s3_endpoint_url)
-            return Location(uri, path=self.data_dir / "s3" / bucket / key)
+            return Location(uri, path=local_s3_path(self.data_dir, bucket, key, uri, what))
         raise ValidationError(
             f"The {what} location {uri} is not supported: use s3://bucket/key or file:///path."
         )
@@ -98,7 +161,7 @@ class DataLocations:
     def read(self, location: Location, what: str) -> bytes:
         if location.is_s3:
             try:
-                obj = _s3_client(location.endpoint_url).get_object(
+                obj = s3_client(location.endpoint_url).get_object(
                     Bucket=location.bucket, Key=location.key
                 )
                 return obj["Body"].read(MAX_DATA_BYTES + 1)
@@ -126,7 +189,7 @@ class DataLocations:
         """Fail now, not after hours of training, if outputs could not be written."""
         if location.is_s3:
             try:
-                _s3_client(location.endpoint_url).head_bucket(Bucket=location.bucket)
+                s3_client(location.endpoint_url).head_bucket(Bucket=location.bucket)
             except Exception as exc:
                 raise ValidationError(
                     f"The output location {location.uri} is not writable: {exc}"
@@ -147,7 +210,7 @@ class DataLocations:
 def write_output(location: Location, data: bytes) -> None:
     """Write one output object atomically (local) or in one PUT (S3)."""
     if location.is_s3:
-        _s3_client(location.endpoint_url).put_object(
+        s3_client(location.endpoint_url).put_object(
             Bucket=location.bucket, Key=location.key, Body=data
         )
         return
@@ -161,7 +224,7 @@ def write_output(location: Location, data: bytes) -> None:
 def list_objects(location: Location) -> list[Location]:
     """Every object at or under ``location`` (a file, a folder or a key prefix), sorted."""
     if location.is_s3:
-        client = _s3_client(location.endpoint_url)
+        client = s3_client(location.endpoint_url)
         found: list[Location] = []
         for page in client.get_paginator("list_objects_v2").paginate(
             Bucket=location.bucket, Prefix=location.key or ""

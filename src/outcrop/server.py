@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def _customization(settings, catalog, resolver, store, manager, db, runner):
     service = CustomizationService(
         catalog, resolver, store, settings.data_dir, settings.region, settings.account_id,
         db, runner,
-        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_endpoint_url=settings.s3_endpoint_url, file_roots=settings.file_root_paths,
         training_threads=settings.training_threads,
         unload=manager.unload,
     )  # fmt: skip
@@ -112,7 +113,7 @@ def _imports(settings, catalog, resolver, manager, db, runner):
         catalog, resolver, settings.data_dir, settings.region, settings.account_id, db, runner,
         s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
         threads=settings.training_threads, manager=manager,
-        delete_wait_s=settings.import_delete_wait_s,
+        delete_wait_s=settings.import_delete_wait_s, file_roots=settings.file_root_paths,
     )  # fmt: skip
     service.start()  # serves imported models (the runner resumes interrupted imports)
     return service
@@ -167,6 +168,8 @@ def _console(settings, pair, authenticator, metrics, catalog, store, manager, cu
 def build_server(settings: Settings, factory: EngineFactory | None = None) -> Server:
     """``factory``: how loaded models become engines (default: local ones; Ray Serve
     replicas pass remote ones, scale/remote.py)."""
+    # Owner-only from the start: the data dir holds credentials, records and prompts.
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
     store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
@@ -192,7 +195,7 @@ def build_server(settings: Settings, factory: EngineFactory | None = None) -> Se
     if pair:
         keys[pair[0]] = pair[1]
     api_keys = {settings.api_key} if settings.api_key else set()
-    authenticator = Authenticator(keys, api_keys, mode=settings.auth)
+    authenticator = Authenticator(keys, api_keys, mode=settings.auth, region=settings.region)
 
     router = Router()
     metrics = Metrics(manager)
@@ -219,6 +222,7 @@ def build_server(settings: Settings, factory: EngineFactory | None = None) -> Se
     batch = BatchService(
         resolver, invoker, settings.data_dir, settings.region, settings.account_id, db, runner,
         s3_endpoint_url=settings.s3_endpoint_url, concurrency=2 * settings.max_batch,
+        file_roots=settings.file_root_paths,
     )  # fmt: skip
     BatchApi(batch).register(router)
     knowledge = _knowledge(settings, embeddings, runtime, router, db, runner)
@@ -250,13 +254,22 @@ def serve(settings: Settings, preload: list[str] | None = None) -> None:
     server = build_server(settings)
     endpoint = f"http://{settings.host}:{settings.port}"
     if server.access_key and settings.auth == "sigv4":
+        # The secret never goes to the log (journald, CI logs keep it): only how to get it.
+        key = server.access_key[0]
         if settings.access_key_id:
             note = "from OUTCROP_ACCESS_KEY_ID / OUTCROP_SECRET_ACCESS_KEY"
+            how = 'export AWS_SECRET_ACCESS_KEY="$OUTCROP_SECRET_ACCESS_KEY"'
         else:
             verb = "created" if server.created_credentials else "loaded"
             note = f"{verb} in {settings.data_dir}"
-        print(f"outcrop: credentials {note}; point clients here with:", file=sys.stderr)
-        print(export_lines(endpoint, *server.access_key, settings.region), file=sys.stderr)
+            how = (
+                f'eval "$(outcrop credentials --data-dir {shlex.quote(str(settings.data_dir))}'
+                f' --endpoint {endpoint})"'
+            )
+        print(f"outcrop: credentials {note} (access key {key}); point clients here with:",
+              file=sys.stderr)  # fmt: skip
+        print(export_lines(endpoint, key, "", settings.region).replace(
+            "export AWS_SECRET_ACCESS_KEY=''\n", how + "\n"), file=sys.stderr)  # fmt: skip
     elif settings.auth == "none":
         print(
             "outcrop: --auth none: requests are NOT authenticated (loopback only).", file=sys.stderr

@@ -208,6 +208,9 @@ class Settings(BaseSettings):
     """GGUF weight format to serve: ``auto`` (convert a format that is slow on this CPU,
     quality-gated), ``original``, or a format such as ``q8_0`` / ``q4_0``
     (see :mod:`outcrop.models.formats`)."""
+    file_roots: str | None = None
+    """Folders (``os.pathsep``-separated) that ``file://`` job locations may use. Unset:
+    anywhere on a loopback server, nowhere on one that listens beyond loopback."""
     config_file: Path | None = None
 
     @classmethod
@@ -269,3 +272,11 @@ class Settings(BaseSettings):
     @property
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host)
+
+    @property
+    def file_root_paths(self) -> tuple[Path, ...] | None:
+        """Where ``file://`` may go (see :data:`outcrop.locations.FileRoots`)."""
+        if self.file_roots:
+            parts = self.file_roots.split(os.pathsep)
+            return tuple(Path(p).expanduser() for p in parts if p.strip())
+        return None if self.is_loopback else ()

@@ -132,3 +132,12 @@ def test_export_lines() -> None:
         "export AWS_REGION=us-east-1",
         "export AWS_DEFAULT_REGION=us-east-1",
     ]
+
+
+def test_a_signature_scoped_to_another_region_is_refused() -> None:
+    # Found by the SigV4 tampering suite: a correct signature for eu-west-1 was accepted.
+    here = Authenticator({AK: SK}, set(), "sigv4", clock=lambda: NOW, region="us-west-2")
+    assert call(here, signed_headers()) == Principal("sigv4", AK)  # signed for us-west-2
+    elsewhere = Authenticator({AK: SK}, set(), "sigv4", clock=lambda: NOW, region="eu-west-1")
+    with pytest.raises(SignatureMismatchError, match="valid region"):
+        call(elsewhere, signed_headers())

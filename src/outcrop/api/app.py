@@ -8,18 +8,21 @@ shape, or the shape the router declares for the path's prefix (OpenAI's under ``
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from outcrop.api.auth import Authenticator, Principal
+from outcrop.api.limits import check_head, read_limited
 from outcrop.api.responses import error_response, json_response, new_request_id
 from outcrop.api.routing import Router
 from outcrop.errors import (
@@ -32,8 +35,10 @@ from outcrop.metering import Metrics
 
 log = logging.getLogger("outcrop.api")
 T = TypeVar("T")
-
-MAX_BODY_BYTES = 25_000_000 + 1_000_000  # InvokeModel's documented body limit, plus framing
+# JSON can spell half a UTF-16 pair ("\ud800") that no UTF-8 text can hold; only bodies
+# that contain such an escape pay for the full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+CLIENT_CLOSED = 499  # nginx's code for "client closed the request", for metrics only
 
 
 @dataclass
@@ -47,8 +52,6 @@ class Call:
     principal: Principal
 
     def json(self) -> dict[str, Any]:
-        import json
-
         if not self.body:
             return {}
         try:
@@ -57,6 +60,15 @@ class Call:
             raise ValidationError(
                 f"Malformed input request: the body is not valid JSON ({exc})."
             ) from exc
+        except RecursionError:  # found by the contract fuzzer: [[[[... 200,000 deep
+            raise ValidationError(
+                "Malformed input request: the body is nested too deeply."
+            ) from None
+        if _SURROGATE_ESCAPE.search(self.body) and _has_lone_surrogate(value):
+            raise ValidationError(
+                "Malformed input request: the body holds a lone UTF-16 surrogate (\\ud800-"
+                "\\udfff), which is not a Unicode character."
+            )
         if not isinstance(value, dict):
             raise ValidationError("Malformed input request: the body must be a JSON object.")
         return value
@@ -94,6 +106,11 @@ class OutcropApp:
         request_id = new_request_id()
         raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.scope["path"]
         method = request.method
+        try:
+            check_head(request.scope["headers"])
+        except OutcropError as exc:
+            render = self.router.error_renderer(raw_path) or error_response
+            return render(exc, request_id)
         if raw_path in ("/health", "/ping") and method in ("GET", "HEAD"):
             return json_response({"status": "ok"}, request_id)
         if raw_path == "/metrics" and method == "GET" and self.metrics is not None:
@@ -112,7 +129,7 @@ class OutcropApp:
     ) -> Response:
         render = self.router.error_renderer(raw_path) or error_response
         try:
-            body = await _read_body(request)
+            body = await read_limited(request.stream())
             headers = [
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
             ]
@@ -127,6 +144,9 @@ class OutcropApp:
             return await route.handler(call)
         except OutcropError as exc:
             return render(exc, request_id)
+        except ClientDisconnect:
+            # The client left before its request was in: nobody to answer, nothing to log.
+            return Response(status_code=CLIENT_CLOSED)
         except Exception:
             log.exception("unhandled error in %s %s", method, raw_path)
             return render(
@@ -151,6 +171,14 @@ class OutcropApp:
                 return
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Run ``work``, cancelling it if the client goes away (its slot is freed at once)."""
     task = asyncio.ensure_future(work)
@@ -172,14 +200,3 @@ async def _wait_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-async def _read_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ValidationError("The request body is larger than the 25,000,000-byte limit.")
-        chunks.append(chunk)
-    return b"".join(chunks)

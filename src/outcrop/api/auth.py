@@ -45,6 +45,7 @@ class Authenticator:
         *,
         max_skew: timedelta = timedelta(minutes=15),
         clock: Callable[[], datetime] = _utcnow,
+        region: str | None = None,
     ) -> None:
         if mode not in ("sigv4", "none"):
             raise ValueError(f"unknown auth mode: {mode!r}")
@@ -54,6 +55,7 @@ class Authenticator:
         self.mode = mode
         self.max_skew = max_skew
         self.clock = clock
+        self.region = region
 
     def authenticate(
         self,
@@ -80,6 +82,7 @@ class Authenticator:
                 self.keys.get,
                 self.clock(),
                 self.max_skew,
+                self.region,
             )
             return Principal("sigv4", access_key)
         if not authorization:

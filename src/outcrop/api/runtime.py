@@ -323,7 +323,7 @@ def _invoke_body(invoke: Any) -> dict[str, Any]:
         raise ValidationError("input.invokeModel.body must be a base64-encoded JSON body.")
     try:
         value = json.loads(base64.b64decode(invoke["body"], validate=True))
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise ValidationError(f"input.invokeModel.body is not base64-encoded JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ValidationError("input.invokeModel.body must encode a JSON object.")

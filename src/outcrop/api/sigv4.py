@@ -167,11 +167,13 @@ def verify_sigv4(
     lookup_secret: Callable[[str], str | None],
     now: datetime,
     max_skew: timedelta = timedelta(minutes=15),
+    region: str | None = None,
 ) -> str:
     """Verify a SigV4-signed request and return its access key id.
 
     ``headers`` are (name, value) pairs as received; names in any case, repeats allowed.
     ``lookup_secret`` maps an access key id to its secret, or ``None`` if unknown.
+    ``region``: the one region this server answers for (None: any, as the pure tests use).
     Raises ``AccessDeniedError``, ``UnrecognizedClientError`` or ``SignatureMismatchError``.
     """
     grouped = _group_headers(headers)
@@ -186,6 +188,12 @@ def verify_sigv4(
         raise SignatureMismatchError(
             f"Credential should be scoped to correct service: '{SERVICE}'. "
             f"Service '{auth.service}' is not valid."
+        )
+    if region is not None and auth.region != region:
+        # As AWS: a signature scoped to another region is not valid here, even if correct.
+        raise SignatureMismatchError(
+            f"Credential should be scoped to a valid region, not '{auth.region}'. "
+            f"This server's region is '{region}'."
         )
     if "host" not in auth.signed_headers:
         raise SignatureMismatchError("'Host' must be a 'SignedHeader' in the AWS Authorization.")

@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlparse
 from outcrop.imports import converter
 from outcrop.imports.layout import GgufFacts, ImportFailure, Layout, classify, read_gguf
 from outcrop.jobs.files import RESULT, SPEC, read_json, write_json
+from outcrop.locations import valid_bucket
 
 WEIGHTS = "weights.json"
 LINK = "source.json"
@@ -61,7 +62,7 @@ def fetch(spec: dict[str, Any], job_dir: Path, report: Report) -> Path:
     if parsed.scheme != "s3":
         raise ImportFailure(f"{spec['source_uri']} is not an s3:// or file:// URI.")
     bucket, key = parsed.netloc, unquote(parsed.path).lstrip("/")
-    if ".." in PurePosixPath(key).parts:
+    if ".." in PurePosixPath(key).parts or not valid_bucket(bucket):
         raise ImportFailure(f"{spec['source_uri']} escapes its bucket ('..').")
     if not spec.get("s3_endpoint_url"):
         root = (Path(spec["data_dir"]) / "s3" / bucket).resolve()
@@ -78,10 +79,11 @@ def fetch(spec: dict[str, Any], job_dir: Path, report: Report) -> Path:
 
 
 def _download(spec: dict[str, Any], bucket: str, key: str, staging: Path, report: Report) -> Path:
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client("s3", endpoint_url=spec["s3_endpoint_url"])
+    from outcrop.locations import s3_client
+
+    client = s3_client(spec["s3_endpoint_url"])
     try:
         objects: list[tuple[str, int]] = []
         if key and not key.endswith("/"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from outcrop.knowledge.metadata import is_sidecar, sidecar_name
 from outcrop.knowledge.parsers import MAX_DOCUMENT_BYTES, DocumentError
+from outcrop.locations import valid_bucket
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,16 @@ class Bucket:
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint_url = endpoint_url
+        if not valid_bucket(bucket):
+            raise DocumentError(f"{bucket!r} is not a valid S3 bucket name.")
         self.root = Path(data_dir) / "s3" / bucket
         self._client = None
 
     def _s3(self):  # noqa: ANN202
         if self._client is None:
-            import boto3
+            from outcrop.locations import s3_client
 
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
+            self._client = s3_client(self.endpoint_url)
         return self._client
 
     def uri(self, key: str) -> str:

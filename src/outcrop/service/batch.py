@@ -34,7 +34,7 @@ from outcrop.jobs.files import JobFailure
 from outcrop.jobs.kinds import JobContext, JobKind
 from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, STOPPED, SUCCEEDED, JobRow
 from outcrop.jobs.runner import JobRunner
-from outcrop.locations import DataLocations, write_output
+from outcrop.locations import DataLocations, FileRoots, write_output
 from outcrop.models.catalog import foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.service.control_fields import (
@@ -101,6 +101,7 @@ class BatchService:
         db: Database,
         runner: JobRunner,
         s3_endpoint_url: str | None = None,
+        file_roots: FileRoots = None,
         concurrency: int = 8,
     ) -> None:
         self.resolver = resolver
@@ -111,7 +112,7 @@ class BatchService:
         self.db = BatchRecords(db)
         self.runner = runner
         self.states = runner.store
-        self.locations = DataLocations(self.data_dir, s3_endpoint_url)
+        self.locations = DataLocations(self.data_dir, s3_endpoint_url, file_roots)
         self.concurrency = concurrency
         self.jobs_dir = self.data_dir / "batch" / "jobs"
         runner.register(
@@ -343,8 +344,11 @@ class BatchService:
         resolved = self.resolver.resolve(model_id)
         if not isinstance(body["modelInput"], dict):
             raise ValidationError("modelInput must be a JSON object (the model's request body).")
-        out_uri = ((body["outputDataConfig"] or {}).get("s3OutputDataConfig") or {}).get("s3Uri")
-        if not out_uri:
+        # Checked level by level: the contract fuzzer sent a string here (was a 500).
+        out_config = body["outputDataConfig"]
+        s3_config = out_config.get("s3OutputDataConfig") if isinstance(out_config, dict) else None
+        out_uri = s3_config.get("s3Uri") if isinstance(s3_config, dict) else None
+        if not isinstance(out_uri, str) or not out_uri:
             raise missing("outputDataConfig.s3OutputDataConfig.s3Uri")
         out_loc = self.locations.parse(out_uri, "output data")
         self.locations.check_writable(out_loc)

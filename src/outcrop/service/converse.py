@@ -107,7 +107,7 @@ def _parse_output_config(root: Obj) -> dict[str, Any] | None:
     raw = json_schema.string("schema", required=True)
     try:
         schema = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise json_schema.fail("schema", f"is not valid JSON: {exc}") from exc
     if not isinstance(schema, dict):
         raise json_schema.fail("schema", "must be a JSON Schema object")

@@ -23,7 +23,7 @@ from outcrop.jobs import files as job_files
 from outcrop.jobs.kinds import JobKind
 from outcrop.jobs.records import ACTIVE, FAILED, STOPPED, SUCCEEDED, JobRow
 from outcrop.jobs.runner import JobRunner
-from outcrop.locations import DataLocations
+from outcrop.locations import DataLocations, FileRoots
 from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
@@ -76,6 +76,7 @@ class CustomizationService:
         db: Database,
         runner: JobRunner,
         s3_endpoint_url: str | None = None,
+        file_roots: FileRoots = None,
         training_threads: int = 1,
         unload: Any = None,
     ) -> None:
@@ -85,7 +86,7 @@ class CustomizationService:
         self.data_dir = Path(data_dir)
         self.region = region
         self.account_id = account_id
-        self.locations = DataLocations(self.data_dir, s3_endpoint_url)
+        self.locations = DataLocations(self.data_dir, s3_endpoint_url, file_roots)
         self.db = CustomizationRecords(db)
         self.runner = runner
         self.states = runner.store

@@ -32,6 +32,7 @@ from outcrop.jobs.kinds import JobKind
 from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRow
 from outcrop.jobs.runner import JobRunner
 from outcrop.jobs.store import JobStore
+from outcrop.locations import FileRoots, confined_file, valid_bucket
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.formats import check_format
 from outcrop.models.resolve import ModelResolver, parse_arn
@@ -114,6 +115,7 @@ class ImportService:
         threads: int = 1,
         manager: Any = None,
         delete_wait_s: float = DELETE_WAIT_S,
+        file_roots: FileRoots = None,
     ) -> None:
         """``runner``: the server's, which runs queued imports; None in the CLI, which
         runs its own import in-process (:meth:`run_here`)."""
@@ -127,6 +129,7 @@ class ImportService:
         self.threads = threads
         self.manager = manager
         self.delete_wait_s = delete_wait_s
+        self.file_roots = file_roots
         self.db = ImportRecords(db)
         self.states = runner.store if runner is not None else JobStore(db)
         self.jobs_dir = self.data_dir / "imports" / "jobs"
@@ -239,7 +242,10 @@ class ImportService:
         parsed = urlparse(uri)
         if parsed.scheme == "s3":
             key = unquote(parsed.path)
-            if not parsed.netloc or ".." in PurePosixPath(key).parts:
+            bucket_ok = bool(parsed.netloc) and (
+                valid_bucket(parsed.netloc) or bool(self.s3_endpoint_url)
+            )
+            if not bucket_ok or ".." in PurePosixPath(key).parts:
                 raise ValidationError(
                     f"The model data location {uri} is not a valid S3 URI: it must stay inside "
                     "its bucket (no '..')."
@@ -250,7 +256,7 @@ class ImportService:
                 raise ValidationError(
                     f"The model data location {uri} must be file:///absolute/path."
                 )
-            path = Path(unquote(parsed.path))
+            path = confined_file(Path(unquote(parsed.path)), self.file_roots, uri, "model data")
             if not path.exists():
                 raise ValidationError(f"The model data location {uri} does not exist.")
             return path.as_uri()
