@@ -63,7 +63,9 @@ def main() -> None:
 
     settings = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
     card = Catalog().get(a.model)
-    path = ModelStore(settings.data_dir).ensure(card, progress=True)
+    path = ModelStore(settings.data_dir, weight_format=settings.weight_format).ensure(
+        card, progress=True
+    )
     body = converse_body(PROMPT, a.max_tokens)  # the interactive clients' request
     record_bodies = [converse_body(record_prompt(i), a.max_tokens) for i in range(a.records)]
     n_ctx_per_seq = 256

@@ -149,7 +149,7 @@ def main() -> None:
     settings = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
     data_dir = settings.data_dir
     card = Catalog().get(a.model)
-    served = ModelStore(data_dir).ensure(card, progress=True)
+    served = ModelStore(data_dir, weight_format=settings.weight_format).ensure(card, progress=True)
     binary = llama_server.binary_path(data_dir / "cache")
     if not binary.exists():
         binary = llama_server.build(data_dir / "cache", print)
@@ -213,12 +213,13 @@ def main() -> None:
 
     for workload, by_side in runs.items():
         summaries = {name: report.summarize_load(report.pooled(r)) for name, r in by_side.items()}
-        out[workload] = summaries
-        out[workload]["ratios"] = ratios(summaries["outcrop"], summaries["llama-server"])
+        r = ratios(summaries["outcrop"], summaries["llama-server"])
+        out[workload] = {**summaries, "ratios": r}
         print(f"\n{workload} ({a.rounds} rounds pooled):")
         for name, s in summaries.items():
             print(summary_line(name, s))
-        r = out[workload]["ratios"]
+            if s["errors"]:
+                print(f"{'':>15}first error: {s['first_error']}")
         print(
             f"   outcrop / llama-server: tokens/s {r['output_tokens_per_s']}x (goal >= 1), "
             f"TTFT p50 {r['ttft_p50_ms']}x, p99 {r['ttft_p99_ms']}x, ITL p50 "

@@ -46,7 +46,9 @@ def main() -> None:
 
     settings = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
     card = Catalog().get(a.model)
-    path = ModelStore(settings.data_dir).ensure(card, progress=True)
+    path = ModelStore(settings.data_dir, weight_format=settings.weight_format).ensure(
+        card, progress=True
+    )
     bodies = [converse_body(f"{PROMPT} Chapter {i}.", a.max_tokens) for i in range(a.sequences)]
 
     # asyncio hand-off: stamp each batch of events when the engine thread hands it over.
