@@ -181,7 +181,7 @@ class Settings(BaseSettings):
     keep_alive: float | None = Field(300.0)
     """Seconds an idle model stays loaded; None or a negative value = forever."""
     prefill_chunk: int = Field(64, ge=1)
-    background_share: float = Field(0.25, ge=0.0, le=1.0)
+    background_share: float = Field(0.125, ge=0.0, le=1.0)
     """While interactive requests run, the share of a model's slots that background work
     (batch records, async invokes) may keep; at least one slot. 1.0 = no cap."""
     prompt_cache_mb: int | None = Field(None, ge=0)

@@ -157,8 +157,14 @@ def test_background_sequences_yield_slots_to_waiting_interactive_ones_and_resume
     assert b2.prefill_tokens == [1, 2, 3, 4, 5, 7]
     assert {e.seq for e in entries} == {b1, i1}
     sched.finish(i1)
-    (entry,) = [e for e in sched.schedule() if e.seq is b2]
-    assert entry.tokens == [1, 2, 3, 4, 5, 7] and entry.wants_logits
+    fed: list[int] = []
+    done = False
+    while not done:  # one token a step while the interactive grace lasts
+        (entry,) = [e for e in sched.schedule() if e.seq is b2]
+        fed += entry.tokens
+        b2.n_prefilled += len(entry.tokens)
+        done = entry.wants_logits
+    assert fed == [1, 2, 3, 4, 5, 7]
 
 
 def test_no_preemption_while_slots_are_free_or_nothing_interactive_waits():
@@ -185,7 +191,8 @@ def test_interactive_prompts_get_the_prefill_budget_before_background_ones():
     i = seq(300)
     sched.add(i)
     entries = {e.seq: e for e in sched.schedule()}
-    assert len(entries[i].tokens) == 64 and b not in entries  # the chunk went to i first
+    # the chunk went to i; b feeds one token, as a decode would
+    assert len(entries[i].tokens) == 64 and len(entries[b].tokens) == 1
 
 
 def test_background_work_is_capped_while_interactive_work_runs_and_uncapped_when_idle():
@@ -212,7 +219,7 @@ def test_background_work_is_capped_while_interactive_work_runs_and_uncapped_when
     assert sum(1 for s in sched.running if s.background) == 8
 
 
-def test_background_prefill_is_one_chunk_per_step_while_interactive_work_runs():
+def test_background_prompts_feed_one_token_a_step_while_interactive_work_runs():
     sched = Scheduler(n_slots=8, max_step_tokens=512, prefill_chunk=64, background_share=1.0)
     i = seq(4)
     sched.add(i)
@@ -223,9 +230,37 @@ def test_background_prefill_is_one_chunk_per_step_while_interactive_work_runs():
         sched.add(b)
     entries = sched.schedule()
     # 160 prompt tokens would fit the step, but a step an interactive client waits on
-    # carries at most one chunk of background prefill.
-    assert sum(len(e.tokens) for e in entries if e.seq.background) == 64
+    # carries one token per background sequence (a longer chunk is a second ubatch).
+    assert [len(e.tokens) for e in entries if e.seq.background] == [1, 1, 1, 1]
     assert {e.seq for e in entries if not e.seq.background} == {i}
+
+
+def test_background_decodes_take_turns_when_a_background_prompt_needs_its_prefill():
+    sched = Scheduler(n_slots=8, max_step_tokens=512, prefill_chunk=64, background_share=0.25)
+    i = seq(4)
+    sched.add(i)
+    sched.schedule()
+    start_decoding(i)
+    b1, b2 = bg(5), bg(5)
+    for b in (b1, b2):
+        sched.add(b)
+    sched.schedule()
+    for b in (b1, b2):
+        start_decoding(b)
+    sched.finish(b2)
+    b3 = bg(30)
+    sched.add(b3)
+    turns = []
+    for _ in range(4):
+        entries = sched.schedule()
+        bg_entries = [e for e in entries if e.seq.background]
+        # one token each: b3's prefill and b1's decode
+        assert sum(len(e.tokens) for e in bg_entries) == 2
+        turns.append({e.seq for e in bg_entries})
+        for e in bg_entries:
+            if e.seq is b3:
+                b3.n_prefilled += len(e.tokens)
+    assert all(b3 in t and b1 in t for t in turns)
 
 
 def test_idle_background_prefill_fills_the_step():

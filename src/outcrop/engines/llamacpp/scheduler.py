@@ -10,7 +10,8 @@ Two classes: interactive requests always take a free slot first; background ones
 records) get the slots left over, and give theirs back at the next step boundary when
 interactive requests wait (:meth:`Scheduler.preempt`). While interactive work is about
 (running, waiting, or seen within the last ``INTERACTIVE_GRACE_STEPS``), background work
-keeps at most its share of the slots and one small prefill chunk per step: an arriving
+keeps at most its share of the slots, and as many tokens per step (decode and prefill
+together, round robin): on a CPU a step's time grows with its tokens, and an arriving
 interactive request waits for the step in flight, so that step must stay short.
 
 With prefix reuse on, a waiting sequence whose prompt starts like one another sequence
@@ -153,6 +154,10 @@ class Scheduler:
         else:
             self._steps_without_interactive += 1
         self._admit()
+        # While interactive work is about, each background sequence feeds one token per
+        # step, prefilling or decoding: on a CPU a step's time grows with its tokens, and
+        # every interactive stream waits for the whole step.
+        capped = self.interactive_recent()
         entries: list[StepEntry] = []
         n_decode = 0
         for seq in self.running:
@@ -165,19 +170,20 @@ class Scheduler:
         # while others decode, so running streams never stall behind them.
         budget = self.max_step_tokens - n_decode
         long_budget = self.prefill_chunk if n_decode else budget
-        # Background prompts get one chunk per step while interactive work is about.
-        background_budget = self.prefill_chunk if self.interactive_recent() else budget
         # Interactive prompts get the prefill budget before background ones.
         for seq in sorted(self.running, key=lambda s: s.background):
-            if seq.background:
-                budget = min(budget, background_budget)
             if budget <= 0:
                 break
             if seq.status is not Status.PREFILL:
                 continue
             start = seq.n_prefilled
             remaining = seq.n_prefill - start
-            if remaining <= self.prefill_chunk:
+            if seq.background and capped:
+                # One token, like a decode: with per-sequence KV caches a longer chunk
+                # makes llama.cpp split the step into a second ubatch, a second pass over
+                # the weights that every interactive stream waits for.
+                take = min(remaining, 1, budget)
+            elif remaining <= self.prefill_chunk:
                 take = min(remaining, budget)
             else:
                 take = min(remaining, budget, long_budget)
@@ -193,8 +199,6 @@ class Scheduler:
             chunk = seq.prefill_tokens[start : start + take]
             entries.append(StepEntry(seq, chunk, start, start + take == seq.n_prefill))
             budget -= take
-            if seq.background:
-                background_budget -= take
         # Per-sequence KV caches want the batch ordered by sequence id (engine-notes
         # pitfall 2: about 2x slower otherwise).
         entries.sort(key=lambda e: e.seq.slot)
