@@ -170,10 +170,6 @@ class PrefixReuse:
                 best, best_n = slot, n
         return best, best_n
 
-    def _victim(self, free: list[int]) -> int:
-        """The free slot to overwrite: an empty one, else the least recently used."""
-        return min(free, key=lambda s: (bool(self.kv[s]), self.used[s]))
-
     def _keep(self, slot: int, n: int, *, save: bool = True) -> None:
         """Cut ``slot`` down to its first ``n`` tokens. When that loses more than it
         keeps, the whole content goes to the host cache first (a conversation's next
