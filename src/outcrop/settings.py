@@ -183,7 +183,8 @@ class Settings(BaseSettings):
     prefill_chunk: int = Field(64, ge=1)
     background_share: float = Field(0.125, ge=0.0, le=1.0)
     """While interactive requests run, the share of a model's slots that background work
-    (batch records, async invokes) may keep; at least one slot. 1.0 = no cap."""
+    (batch records, async invokes) may keep, and the share it may add to each step's
+    tokens; at least one of each, so a batch always moves."""
     prompt_cache_mb: int | None = Field(None, ge=0)
     """Host memory for saved prompt prefixes (KV state), shared by all loaded models;
     0 turns prefix reuse off; None = 1/16 of this machine's RAM, at most 4096."""

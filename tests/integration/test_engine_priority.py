@@ -94,3 +94,30 @@ def test_background_work_never_takes_interactive_queue_room(engine):
 
     assert asyncio.run(flood()).completion_tokens > 0
     assert wait_idle(engine)
+
+
+def test_an_interactive_arrival_stops_a_background_step_in_flight(engine):
+    """A background-only step (nothing interactive about) is stopped mid-way when an
+    interactive request arrives; the background answer is unchanged by the restart."""
+    long_prompt = "Summarize this in one line: " + "the tide comes in and goes out. " * 40
+
+    async def alone():
+        return await run(engine, long_prompt, True)
+
+    reference = asyncio.run(alone())
+    assert wait_idle(engine)
+
+    async def mixed():
+        background = asyncio.create_task(run(engine, long_prompt, True))
+        # The long prompt's prefill is one big step: arrive while it is in flight.
+        while not engine._abortable:
+            await asyncio.sleep(0.001)
+        interactive = await run(engine, PROMPTS[0], False)
+        return await background, interactive
+
+    before = engine.stats().aborted_steps
+    (text, fin), (itext, _) = asyncio.run(mixed())
+    assert engine.stats().aborted_steps > before
+    assert text == reference[0] and fin.completion_tokens == reference[1].completion_tokens
+    assert itext
+    assert wait_idle(engine) and engine.stats().background == 0

@@ -79,6 +79,7 @@ class EngineStats:
     tokens_generated: int
     background: int = 0  # background sequences held (running or waiting)
     preemptions: int = 0  # background sequences that yielded a slot, in total
+    aborted_steps: int = 0  # background-only steps stopped for an arriving request
     prefix_cache: bool = False
     prompt_tokens: int = 0
     """Prompt tokens of admitted requests."""

@@ -25,7 +25,7 @@ from outcrop.engines.base import (
     TextChunk,
     TextEngine,
 )
-from outcrop.engines.llamacpp.model import ContextConfig, LlamaModel
+from outcrop.engines.llamacpp.model import DECODE_ABORTED, ContextConfig, LlamaModel
 from outcrop.engines.llamacpp.prefix import COPY_MIN_GAIN, PrefixReuse, weights_identity
 from outcrop.engines.llamacpp.sampler import GrammarError, Sampler
 from outcrop.engines.llamacpp.scheduler import Scheduler, StepEntry
@@ -89,6 +89,12 @@ class LlamaCppEngine(TextEngine):
         self._n_queued = 0  # interactive, accepted but not yet holding a slot
         self._n_background = 0  # background, accepted and not yet finished
         self._preemptions = 0
+        # A step of background work only, started while no interactive work was about,
+        # may be stopped mid-way when an interactive request arrives: it waits for no
+        # more than one graph node instead of a whole 32-sequence step.
+        self._abort_lock = threading.Lock()
+        self._abortable = False
+        self._aborted_steps = 0
         self._outbox: list[tuple[Sequence, EngineEvent | Exception]] = []
         self._steps = 0
         self._tokens_generated = 0
@@ -128,6 +134,7 @@ class LlamaCppEngine(TextEngine):
             tokens_generated=self._tokens_generated,
             background=self._n_background,
             preemptions=self._preemptions,
+            aborted_steps=self._aborted_steps,
             prefix_cache=p.enabled,
             prompt_tokens=p.prompt_tokens,
             prompt_tokens_computed=p.computed,
@@ -183,6 +190,10 @@ class LlamaCppEngine(TextEngine):
         events: asyncio.Queue[EngineEvent | Exception] = asyncio.Queue()
         seq = Sequence(request, emit=events.put_nowait, loop=loop, sampler=sampler)
         self._inbox.put(("add", seq))
+        if not request.background:
+            with self._abort_lock:
+                if self._abortable:
+                    self.model.abort_decode(True)
         return _Generation(self._inbox, seq, events)
 
     def close(self) -> None:
@@ -273,11 +284,26 @@ class LlamaCppEngine(TextEngine):
         if not entries:
             return
         logit_rows = self._fill_batch(entries)
+        abortable = not self._scheduler.interactive_recent()  # so: background only
+        if abortable:
+            with self._abort_lock:
+                self._abortable = True
         t0 = time.perf_counter()
         rc = self.model.decode(self._batch)
         t1 = time.perf_counter()
+        if abortable:
+            with self._abort_lock:
+                self._abortable = False
+                self.model.abort_decode(False)
         self._t_decode += t1 - t0
         self._steps += 1
+        if rc == DECODE_ABORTED and abortable:
+            # Back to the state before the step (ubatches already done stay otherwise);
+            # its sequences run again, after the interactive request is admitted.
+            for entry in entries:
+                self.model.truncate_sequence(entry.seq.slot, entry.start_pos)
+            self._aborted_steps += 1
+            return
         if rc != 0:
             self._prefix.failed([entry.seq.slot for entry in entries])
             for entry in entries:

@@ -6,6 +6,7 @@ Tensors in, logits out: this module knows nothing about requests or scheduling.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import os
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,18 @@ _LOG_CALLBACK = None
 
 
 _log_verbose = False
+
+# Stopping a decode in flight: llama.cpp's compute thread polls an abort callback after
+# every graph node. A Python callback would take the GIL hundreds of times per step (and
+# wait for the event loop's thread each time), so the callback is libc's strlen over a
+# two-byte flag: an empty string reads as false, "x" as true (a size_t of 0 or 1 in the
+# return register; the caller reads its low byte as the bool).
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+_ABORT_IF_SET = ll.ggml_abort_callback(ctypes.cast(_LIBC.strlen, ctypes.c_void_p).value)
+
+DECODE_ABORTED = 2
+"""llama_decode's status when the abort flag stopped it; the ubatch in flight is
+removed from the KV cache, ubatches before it stay."""
 
 
 def _u8(buf: np.ndarray):
@@ -103,6 +116,10 @@ class LlamaModel:
         # only while the window it needs is still held (see usable_prefix).
         self.n_swa = max(0, ll.llama_model_n_swa(self.model))
         self.n_threads = threads
+        self._abort_flag = ctypes.create_string_buffer(2)
+        ll.llama_set_abort_callback(
+            self.ctx, _ABORT_IF_SET, ctypes.cast(self._abort_flag, ctypes.c_void_p)
+        )
         self._piece_cache: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
 
@@ -171,6 +188,11 @@ class LlamaModel:
     def decode(self, batch: ll.llama_batch) -> int:
         """Run one batch; llama_decode releases the GIL while it computes."""
         return ll.llama_decode(self.ctx, batch)
+
+    def abort_decode(self, abort: bool) -> None:
+        """Ask a decode in flight (any thread) to stop after its current graph node, or
+        clear that request. A decode stopped so returns ``DECODE_ABORTED``."""
+        self._abort_flag[0] = b"x" if abort else b"\0"
 
     def clear_sequence(self, seq_id: int) -> None:
         ll.llama_memory_seq_rm(self.memory, seq_id, -1, -1)

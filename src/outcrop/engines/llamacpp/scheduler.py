@@ -10,9 +10,11 @@ Two classes: interactive requests always take a free slot first; background ones
 records) get the slots left over, and give theirs back at the next step boundary when
 interactive requests wait (:meth:`Scheduler.preempt`). While interactive work is about
 (running, waiting, or seen within the last ``INTERACTIVE_GRACE_STEPS``), background work
-keeps at most its share of the slots, and as many tokens per step (decode and prefill
-together, round robin): on a CPU a step's time grows with its tokens, and an arriving
-interactive request waits for the step in flight, so that step must stay short.
+keeps at most its share of the slots and adds at most that share to each step's tokens
+(one token per background sequence, round robin, at least one a step): on a CPU a step's
+time grows with its tokens, and an arriving interactive request waits for the step in
+flight, so that step must stay short. A step of background work alone may be stopped
+mid-way by an arriving interactive request (the engine's abort).
 
 With prefix reuse on, a waiting sequence whose prompt starts like one another sequence
 is computing right now waits for it, then copies that prefix instead of computing it
@@ -41,6 +43,9 @@ INTERACTIVE_GRACE_STEPS = 16
 clients that send their next request right after the last one ended find short steps, and
 background sequences are not admitted only to be pre-empted a moment later."""
 
+BACKGROUND_STARVE_STEPS = 8
+"""A background sequence beside no interactive one still gets a token this often."""
+
 Placer = Callable[[Sequence, list[int]], int]
 """Picks (and removes) a free slot for a sequence, and may set its ``n_prefilled`` to
 a prefix it found already computed (prefix reuse)."""
@@ -60,6 +65,7 @@ class Scheduler:
         # Background sequences a step may carry while interactive ones run: each one makes
         # every step longer, so interactive time-to-first-token pays for them.
         self.background_cap = max(1, int(n_slots * background_share))
+        self.background_share = background_share
         self.waiting: deque[Sequence] = deque()
         self.waiting_background: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -70,6 +76,7 @@ class Scheduler:
         self.share_min_tokens = share_min_tokens
         """A shared prefix worth waiting for (None: no prefix reuse, never wait)."""
         self._steps_without_interactive = INTERACTIVE_GRACE_STEPS
+        self._step_index = 0
 
     def add(self, seq: Sequence) -> None:
         (self.waiting_background if seq.background else self.waiting).append(seq)
@@ -126,8 +133,11 @@ class Scheduler:
         if len(tokens) <= need:
             return False
         head = tokens[:need]
+        # Never an interactive request behind a background prompt: that one trickles in a
+        # token a step while interactive work runs.
         return any(
             other.status is Status.PREFILL
+            and (seq.background or not other.background)
             and other.n_prefilled < need
             and other.prefill_tokens[:need] == head
             for other in self.running
@@ -154,13 +164,34 @@ class Scheduler:
         else:
             self._steps_without_interactive += 1
         self._admit()
-        # While interactive work is about, each background sequence feeds one token per
-        # step, prefilling or decoding: on a CPU a step's time grows with its tokens, and
-        # every interactive stream waits for the whole step.
-        capped = self.interactive_recent()
+        self._step_index += 1
         entries: list[StepEntry] = []
+        budget = self.max_step_tokens
+        if self.interactive_recent():
+            interactive = [s for s in self.running if not s.background]
+            budget = self._fill(entries, interactive, budget)
+            # Background work adds at most its share to the step's tokens (one token at
+            # least, so a batch always moves): on a CPU a step's time grows with its
+            # tokens, and every interactive stream waits for the whole step.
+            n_interactive = sum(len(e.tokens) for e in entries)
+            allowance = (
+                max(1, int(self.background_share * n_interactive))
+                if n_interactive
+                else self.background_cap
+            )
+            self._trickle(entries, min(allowance, budget))
+        else:
+            self._fill(entries, self.running, budget)
+        # Per-sequence KV caches want the batch ordered by sequence id (engine-notes
+        # pitfall 2: about 2x slower otherwise).
+        entries.sort(key=lambda e: e.seq.slot)
+        return entries
+
+    def _fill(self, entries: list[StepEntry], seqs: list[Sequence], budget: int) -> int:
+        """A decode token for each of ``seqs`` decoding, then prompt chunks within the
+        step's token budget; returns the budget left."""
         n_decode = 0
-        for seq in self.running:
+        for seq in seqs:
             if seq.status is Status.DECODE:
                 entries.append(StepEntry(seq, [seq.last_token], seq.position, True))
                 n_decode += 1
@@ -168,41 +199,77 @@ class Scheduler:
         # prefill now and their first token comes a step sooner (a burst of new
         # clients all start together). Long prompts only get ``prefill_chunk`` per step
         # while others decode, so running streams never stall behind them.
-        budget = self.max_step_tokens - n_decode
+        budget -= n_decode
         long_budget = self.prefill_chunk if n_decode else budget
-        # Interactive prompts get the prefill budget before background ones.
-        for seq in sorted(self.running, key=lambda s: s.background):
+        for seq in seqs:
             if budget <= 0:
                 break
             if seq.status is not Status.PREFILL:
                 continue
-            start = seq.n_prefilled
-            remaining = seq.n_prefill - start
-            if seq.background and capped:
-                # One token, like a decode: with per-sequence KV caches a longer chunk
-                # makes llama.cpp split the step into a second ubatch, a second pass over
-                # the weights that every interactive stream waits for.
-                take = min(remaining, 1, budget)
-            elif remaining <= self.prefill_chunk:
+            remaining = seq.n_prefill - seq.n_prefilled
+            if remaining <= self.prefill_chunk:
                 take = min(remaining, budget)
             else:
                 take = min(remaining, budget, long_budget)
                 long_budget -= take
-            # A chunk ends at the next cache point, so the KV then holds exactly that
-            # prefix and the engine can save it.
-            for point in seq.store_points:
-                if start < point < start + take:
-                    take = point - start
-                    break
-            if take <= 0:
-                continue
-            chunk = seq.prefill_tokens[start : start + take]
-            entries.append(StepEntry(seq, chunk, start, start + take == seq.n_prefill))
+            take = self._prefill(entries, seq, take)
             budget -= take
-        # Per-sequence KV caches want the batch ordered by sequence id (engine-notes
-        # pitfall 2: about 2x slower otherwise).
-        entries.sort(key=lambda e: e.seq.slot)
-        return entries
+        return budget
+
+    def _trickle(self, entries: list[StepEntry], allowance: int) -> None:
+        """One token each (decode or prefill) for background sequences beside the step's
+        interactive ones, up to ``allowance``.
+
+        With per-sequence KV caches llama.cpp puts only a run of consecutive sequence ids,
+        one token each, in one ubatch, and every further ubatch is another pass over the
+        weights that each interactive stream waits for. So: background sequences in the
+        gaps of the interactive run first (they join two ubatches into one), then those
+        extending it at either end; never a chunk. One left aside that long is fed anyway,
+        so every batch record moves.
+        """
+        background = {s.slot: s for s in self.running if s.background}
+        if not background:
+            return
+        chosen: list[Sequence] = []
+        taken = sorted(e.seq.slot for e in entries)
+        if taken:
+            lo, hi = taken[0], taken[-1]
+            chosen = [background[slot] for slot in range(lo + 1, hi) if slot in background]
+            while len(chosen) < allowance and (hi + 1 in background or lo - 1 in background):
+                if hi + 1 in background:
+                    hi += 1
+                    chosen.append(background[hi])
+                if lo - 1 in background and len(chosen) < allowance:
+                    lo -= 1
+                    chosen.append(background[lo])
+        else:
+            chosen = [background[slot] for slot in sorted(background)[:allowance]]
+        if not chosen:
+            oldest = min(background.values(), key=lambda s: s.fed_at)
+            if self._step_index - oldest.fed_at >= BACKGROUND_STARVE_STEPS:
+                chosen = [oldest]
+        for seq in chosen:
+            if seq.status is Status.DECODE:
+                entries.append(StepEntry(seq, [seq.last_token], seq.position, True))
+            elif self._prefill(entries, seq, 1) == 0:
+                continue
+            seq.fed_at = self._step_index
+
+    def _prefill(self, entries: list[StepEntry], seq: Sequence, take: int) -> int:
+        """A prompt chunk of up to ``take`` tokens for ``seq``; returns its length."""
+        start = seq.n_prefilled
+        take = min(take, seq.n_prefill - start)
+        # A chunk ends at the next cache point, so the KV then holds exactly that
+        # prefix and the engine can save it.
+        for point in seq.store_points:
+            if start < point < start + take:
+                take = point - start
+                break
+        if take <= 0:
+            return 0
+        chunk = seq.prefill_tokens[start : start + take]
+        entries.append(StepEntry(seq, chunk, start, start + take == seq.n_prefill))
+        return take
 
     def finish(self, seq: Sequence) -> None:
         """Release a sequence's slot (finished, failed or cancelled)."""

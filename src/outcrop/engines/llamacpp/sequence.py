@@ -43,6 +43,8 @@ class Sequence:
     """What prefill feeds the model: the prompt, or after a preemption prompt + output."""
     generated: list[int] = field(default_factory=list)
     preemptions: int = 0
+    fed_at: int = -1
+    """The scheduler step that last fed this sequence a token (background round robin)."""
 
     def __post_init__(self) -> None:
         self._stops = StopMatcher(self.request.stop)
