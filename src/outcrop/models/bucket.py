@@ -192,6 +192,7 @@ class ModelBucket:
             raise ModelBucketError(f"The recorded checksum of s3://{self.bucket}/{key} is invalid.")
         if verified(dest, sha256):
             return dest
+        forget(dest)  # a copy that fails its check is never served, whatever comes next
         with self._failed_lock:
             failed = self._failed.get((key, sha256))
         if failed is not None and time.monotonic() - failed[0] < self.retry_after_s:

@@ -1,0 +1,132 @@
+"""Two servers, each with its own data dir, sharing one records database and one model
+bucket (moto's server as S3): a custom model trained on A is served by B, which pulls the
+file into its own data dir, verified by sha256; a tampered cached copy is pulled again; a
+tampered bucket object is refused with ModelNotReadyException, never a 5xx."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import (
+    S3_ENV,
+    SMOL,
+    TEST_KEY,
+    TEST_SECRET,
+    moto_s3,
+    start_server,
+    stop_server,
+)
+from tests.integration.test_customization import ROLE, ask, fact_rows, wait_for, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("moto.server")
+
+PREFIX = "shared"
+
+
+def loaded(server) -> set[str]:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method="GET", url=server.url + "/outcrop/ps")
+    SigV4Auth(Credentials(TEST_KEY, TEST_SECRET), "bedrock", "us-east-1").add_auth(req)
+    body = httpx.get(req.url, headers=dict(req.headers), timeout=10).json()
+    return {m["modelId"] for m in body["models"]}
+
+
+def wait_unloaded(server, model_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while model_id in loaded(server):
+        assert time.monotonic() < deadline, f"{model_id} still loaded"
+        time.sleep(0.3)
+
+
+def corrupt(path) -> None:
+    """Flip bytes in the middle, size unchanged (only the mtime tells the sidecar)."""
+    with open(path, "r+b") as fh:
+        fh.seek(path.stat().st_size // 2)
+        fh.write(b"\x00tampered\x00")
+
+
+def test_custom_model_trained_on_a_is_served_by_b_from_the_bucket(tmp_path):
+    with moto_s3() as (s3_url, s3):
+        s3.create_bucket(Bucket="models")
+        shared = [
+            "--database-url", f"sqlite:///{tmp_path / 'shared.db'}",
+            "--s3-endpoint-url", s3_url, "--model-bucket", f"s3://models/{PREFIX}",
+        ]  # fmt: skip
+        a = start_server(tmp_path / "a", *shared, env_extra=S3_ENV)
+        b = None
+        try:
+            bedrock = a.client("bedrock")
+            arn = bedrock.create_model_customization_job(
+                jobName="bucket-job", customModelName="bucket-model", roleArn=ROLE,
+                baseModelIdentifier=SMOL,
+                trainingDataConfig={"s3Uri": write_jsonl(tmp_path / "train.jsonl", fact_rows(16))},
+                outputDataConfig={"s3Uri": (tmp_path / "out").as_uri()},
+                hyperParameters={"epochCount": "1", "batchSize": "8", "learningRate": "0.002",
+                                 "maxSequenceLength": "64"},
+            )["jobArn"]  # fmt: skip
+            job = wait_for(bedrock, arn, ("Completed", "Failed"), timeout=300)
+            assert job["status"] == "Completed", job.get("failureMessage")
+            model_arn = job["outputModelArn"]
+            model_id = model_arn.rsplit("/", 1)[1]
+
+            # The file is in the bucket under the documented key, its sha256 with it.
+            key = f"{PREFIX}/custom-models/{model_id}/model.gguf"
+            body = s3.get_object(Bucket="models", Key=key)
+            blob = body["Body"].read()
+            sha = hashlib.sha256(blob).hexdigest()
+            assert body["Metadata"]["sha256"] == sha
+            a_data = next((tmp_path / "a").glob("server-*/data"))
+            assert (a_data / "customization" / "models" / model_id / "model.gguf").is_file()
+
+            text_a = ask(a.client(), model_arn, "What is the outcrop project's mascot?")
+            assert not (a_data / "model-bucket").exists()  # A serves its own, verified copy
+
+            # B starts after the job: its data dir has never seen the file.
+            b = start_server(tmp_path / "b", *shared, "--keep-alive", "1", env_extra=S3_ENV)
+            b_data = next((tmp_path / "b").glob("server-*/data"))
+            assert not (b_data / "customization").exists()
+            text_b = ask(b.client(), model_arn, "What is the outcrop project's mascot?")
+            assert text_b == text_a
+            cached = b_data / "model-bucket" / key
+            assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
+            got = b.client("bedrock").get_custom_model(modelIdentifier="bucket-model")
+            assert got["modelArn"] == model_arn and got["modelStatus"] == "Active"
+
+            # A tampered cached copy is noticed when B loads the model again: pulled again.
+            wait_unloaded(b, "bucket-model")
+            corrupt(cached)
+            assert ask(b.client(), "bucket-model", "What is the outcrop project's mascot?") == text_a
+            assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
+            assert b.log.read_text().count(f"pulled s3://models/{key}") == 2
+
+            # A tampered object in the bucket: refused clearly, the cache left without it.
+            wait_unloaded(b, "bucket-model")
+            s3.put_object(Bucket="models", Key=key, Body=blob[: len(blob) // 2])
+            corrupt(cached)
+            with pytest.raises(ClientError) as err:
+                ask(b.client(), model_arn, "What is the outcrop project's mascot?")
+            error = err.value.response
+            assert error["Error"]["Code"] == "ModelNotReadyException", error
+            assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
+            assert "does not match its recorded checksum" in error["Error"]["Message"]
+            assert not cached.exists()  # the bad copy is gone, no partial file beside it
+            assert not [p for p in cached.parent.iterdir() if ".partial-" in p.name]
+            assert "Traceback" not in b.log.read_text()
+
+            # Deleting the model removes its object from the bucket.
+            bedrock.delete_custom_model(modelIdentifier=model_arn)
+            assert s3.list_objects_v2(Bucket="models", Prefix=key).get("KeyCount") == 0
+        finally:
+            stop_server(a)
+            if b is not None:
+                stop_server(b)
