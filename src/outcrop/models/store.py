@@ -316,11 +316,14 @@ class ModelStore:
         return path
 
     def _bucket_candidates(self, card: ModelCard) -> list[Path]:
-        """Where a bucket card's file may already be on this node: where it was made (the
-        node that pushed it), then this node's cache of the bucket."""
+        """Where a bucket card's file may already be in this node's data dir: where it was
+        made (this node pushed it), then this node's cache of the bucket. Another node's
+        data dir is never read, even when its path happens to be visible here."""
         cached = cache_path(self.data_dir, str(card.bucket_key))
         if card.local_path:
-            return [Path(card.local_path).expanduser(), cached]
+            made = Path(card.local_path).expanduser()
+            if made.resolve().is_relative_to(self.data_dir.resolve()):
+                return [made, cached]
         return [cached]
 
     def _from_bucket(self, card: ModelCard) -> Path:
