@@ -1,11 +1,12 @@
 """Two servers, each with its own data dir, sharing one records database and one model
-bucket (moto's server as S3): a custom model trained on A is served by B, which pulls the
-file into its own data dir, verified by sha256; a tampered cached copy is pulled again; a
+bucket (moto's server as S3): a custom model trained on A, and a model imported on A, are
+served by B, which pulls the files into its own data dir, verified by sha256; a tampered cached copy is pulled again; a
 tampered bucket object is refused with ModelNotReadyException, never a 5xx."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 
 import httpx
@@ -17,17 +18,28 @@ from tests.conftest import (
     SMOL,
     TEST_KEY,
     TEST_SECRET,
+    models_data_dir,
     moto_s3,
     start_server,
     stop_server,
 )
 from tests.integration.test_customization import ROLE, ask, fact_rows, wait_for, write_jsonl
+from tests.integration.test_imports import create, smol_card, wait_job
 
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("moto.server")
 
 PREFIX = "shared"
+
+
+def served_smol():
+    """The SmolLM2 file the servers serve (already in a fast format: nothing to convert)."""
+    from outcrop.models.store import ModelStore
+
+    path = ModelStore(models_data_dir(), weight_format="auto").path(smol_card())
+    assert path is not None, "conftest's server pulls SmolLM2 first"
+    return path
 
 
 def loaded(server) -> set[str]:
@@ -91,6 +103,23 @@ def test_custom_model_trained_on_a_is_served_by_b_from_the_bucket(tmp_path):
             text_a = ask(a.client(), model_arn, "What is the outcrop project's mascot?")
             assert not (a_data / "model-bucket").exists()  # A serves its own, verified copy
 
+            # An import on A goes to the bucket the same way.
+            copy = tmp_path / "import" / "smol.gguf"
+            copy.parent.mkdir()
+            shutil.copy(served_smol(), copy)
+            imported = wait_job(bedrock, create(bedrock, "shared-smol", copy.as_uri()))
+            assert imported["status"] == "Completed", imported.get("failureMessage")
+            imported_id = imported["importedModelArn"].rsplit("/", 1)[1]
+            imported_key = f"{PREFIX}/imported-models/{imported_id}/"
+            listed = s3.list_objects_v2(Bucket="models", Prefix=imported_key)["Contents"]
+            assert len(listed) == 1 and listed[0]["Key"].endswith(".gguf")
+            hello = [{"role": "user", "content": [{"text": "Name the three primary colors."}]}]
+            imported_a = a.client().converse(
+                modelId="shared-smol",
+                messages=hello,
+                inferenceConfig={"temperature": 0, "maxTokens": 24},
+            )["output"]["message"]["content"][0]["text"]
+
             # B starts after the job: its data dir has never seen the file.
             b = start_server(tmp_path / "b", *shared, "--keep-alive", "1", env_extra=S3_ENV)
             b_data = next((tmp_path / "b").glob("server-*/data"))
@@ -101,11 +130,19 @@ def test_custom_model_trained_on_a_is_served_by_b_from_the_bucket(tmp_path):
             assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
             got = b.client("bedrock").get_custom_model(modelIdentifier="bucket-model")
             assert got["modelArn"] == model_arn and got["modelStatus"] == "Active"
+            imported_b = b.client().converse(
+                modelId=imported["importedModelArn"], messages=hello,
+                inferenceConfig={"temperature": 0, "maxTokens": 24},
+            )["output"]["message"]["content"][0]["text"]  # fmt: skip
+            assert imported_b == imported_a
+            assert (b_data / "model-bucket" / listed[0]["Key"]).is_file()
 
             # A tampered cached copy is noticed when B loads the model again: pulled again.
             wait_unloaded(b, "bucket-model")
             corrupt(cached)
-            assert ask(b.client(), "bucket-model", "What is the outcrop project's mascot?") == text_a
+            assert (
+                ask(b.client(), "bucket-model", "What is the outcrop project's mascot?") == text_a
+            )
             assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
             assert b.log.read_text().count(f"pulled s3://models/{key}") == 2
 

@@ -158,8 +158,8 @@ def test_missing_object_and_unreachable_endpoint_are_clear(s3, tmp_path, monkeyp
         bucket.pull("p/k", "not-a-sha", dest)
 
     dead = ModelBucket("models", "", "http://127.0.0.1:9")  # nothing listens on port 9
-    from botocore.config import Config
     import boto3
+    from botocore.config import Config
 
     dead._client = boto3.client(
         "s3", endpoint_url=dead.endpoint_url,
