@@ -283,3 +283,27 @@ def test_existing_records_gain_the_bucket_columns(tmp_path):
     assert {"bucket_key", "sha256"} <= cols
     con.close()
     Database(tmp_path)  # again: a no-op
+
+
+def test_a_pushed_result_made_on_this_node_is_served_without_a_pull(tmp_path):
+    """A worker that pushed the file itself (a Ray actor) on this node: checked once, then
+    the store serves the maker's copy and never asks the bucket."""
+    from outcrop.models.catalog import ModelCard
+    from outcrop.models.store import ModelStore
+    from outcrop.service.model_files import keep_model_file
+
+    local = tmp_path / "customization" / "models" / "m5" / "model.gguf"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(data(1000, seed=5))
+    sha = hashlib.sha256(local.read_bytes()).hexdigest()
+    key = "p/custom-models/m5/model.gguf"
+    result = {"path": str(local), "bucket_key": key, "sha256": sha}
+    kept = keep_model_file(result, None, lambda n: n, tmp_path, "the actor")
+    assert (kept.path, kept.bucket_key, kept.sha256) == (str(local), key, sha)
+    assert verified(local, sha, rehash=False)
+    card = ModelCard(
+        model_id="m5", name="m5", provider_name="Custom", context_length=512,
+        file_name="model.gguf", license="x", custom=True, sha256=sha, bucket_key=key,
+        local_path=str(local),
+    )  # fmt: skip
+    assert ModelStore(tmp_path).ensure(card) == local  # no bucket configured: none needed

@@ -22,6 +22,7 @@ from outcrop.models.bucket import (
     cache_path,
     forget,
     remember_checksum,
+    verified,
 )
 
 log = logging.getLogger("outcrop.bucket")
@@ -57,6 +58,9 @@ def keep_model_file(
             raise JobFailure(f"{what} reported an invalid model bucket key or sha256")
         if bucket is None:
             log.warning("model file %s is in a model bucket, but this server has none", key)
+        if path and _in(Path(str(path)), data_dir) and Path(str(path)).is_file():
+            # Made here after all: checked once now, so loads here need not pull it.
+            verified(Path(str(path)), sha)
         return KeptFile(str(path) if path else None, key, sha)
     if not path or not Path(str(path)).is_file():
         raise JobFailure(f"{what} reported a model file that is missing")
@@ -70,9 +74,13 @@ def keep_model_file(
         raise JobFailure(str(exc)) from None
     # This node serves its own copy without hashing it again; a file outside the data
     # dir (an import that references an Ollama blob) gets no sidecar next to it.
-    if local.resolve().is_relative_to(Path(data_dir).resolve()):
+    if _in(local, data_dir):
         remember_checksum(local, sha)
     return KeptFile(str(local), key, sha)
+
+
+def _in(path: Path, data_dir: Path) -> bool:
+    return path.resolve().is_relative_to(Path(data_dir).resolve())
 
 
 def forget_model_file(bucket: ModelBucket | None, bucket_key: str | None, data_dir: Path) -> None:
