@@ -194,21 +194,25 @@ def test_bucket_uri_and_settings():
 def test_job_result_with_bucket_key_is_recorded_without_a_local_file(tmp_path):
     from outcrop.service.model_files import keep_model_file
 
-    key_for = lambda name: f"p/custom-models/m/{name}"  # noqa: E731
     kept = keep_model_file(
         {"path": "/elsewhere/model.gguf", "bucket_key": "p/custom-models/m/model.gguf",
-         "sha256": "b" * 64}, None, key_for, tmp_path, "the worker",
+         "sha256": "b" * 64}, None, "custom-models", "m", tmp_path, "the worker",
     )  # fmt: skip
     assert (kept.bucket_key, kept.sha256) == ("p/custom-models/m/model.gguf", "b" * 64)
     for bad in ({"bucket_key": "k"}, {"bucket_key": "k", "sha256": "xyz"},
                 {"bucket_key": "../k", "sha256": "b" * 64}):  # fmt: skip
         with pytest.raises(JobFailure, match="invalid model bucket key"):
-            keep_model_file(bad, None, key_for, tmp_path, "the worker")
+            keep_model_file(bad, None, "custom-models", "m", tmp_path, "the worker")
     with pytest.raises(JobFailure, match="missing"):
-        keep_model_file({"path": str(tmp_path / "no.gguf")}, None, key_for, tmp_path, "w")
+        keep_model_file(
+            {"path": str(tmp_path / "no.gguf")}, None, "custom-models", "m", tmp_path, "w"
+        )
     local = tmp_path / "model.gguf"
     local.write_bytes(b"gguf")
-    assert keep_model_file({"path": str(local)}, None, key_for, tmp_path, "w").bucket_key is None
+    assert (
+        keep_model_file({"path": str(local)}, None, "custom-models", "m", tmp_path, "w").bucket_key
+        is None
+    )
 
 
 def test_job_result_with_local_path_is_pushed_and_remembered(bucket, s3, tmp_path):
@@ -218,9 +222,7 @@ def test_job_result_with_local_path_is_pushed_and_remembered(bucket, s3, tmp_pat
     local = tmp_path / "customization" / "models" / "m9" / "model.gguf"
     local.parent.mkdir(parents=True)
     local.write_bytes(data(3000, seed=9))
-    kept = keep_model_file(
-        {"path": str(local)}, bucket, lambda n: bucket.custom_model_key("m9", n), tmp_path, "w"
-    )
+    kept = keep_model_file({"path": str(local)}, bucket, "custom-models", "m9", tmp_path, "w")
     assert kept.bucket_key == "team-a/custom-models/m9/model.gguf"
     body = client.get_object(Bucket="models", Key=kept.bucket_key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == kept.sha256
@@ -298,7 +300,7 @@ def test_a_pushed_result_made_on_this_node_is_served_without_a_pull(tmp_path):
     sha = hashlib.sha256(local.read_bytes()).hexdigest()
     key = "p/custom-models/m5/model.gguf"
     result = {"path": str(local), "bucket_key": key, "sha256": sha}
-    kept = keep_model_file(result, None, lambda n: n, tmp_path, "the actor")
+    kept = keep_model_file(result, None, "custom-models", "m5", tmp_path, "the actor")
     assert (kept.path, kept.bucket_key, kept.sha256) == (str(local), key, sha)
     assert verified(local, sha, rehash=False)
     card = ModelCard(

@@ -33,6 +33,8 @@ log = logging.getLogger("outcrop.bucket")
 CHUNK = 1 << 20
 SIDECAR_SUFFIX = ".sha256"
 CACHE_DIR = "model-bucket"
+CUSTOM_MODELS = "custom-models"
+IMPORTED_MODELS = "imported-models"
 #: A failed pull is answered from memory this long: a client's automatic retries must not
 #: download a corrupt multi-GB object again and again.
 RETRY_AFTER_S = 15.0
@@ -157,10 +159,10 @@ class ModelBucket:
         return "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))
 
     def custom_model_key(self, model_id: str, file_name: str) -> str:
-        return self.key("custom-models", model_id, file_name)
+        return self.key(CUSTOM_MODELS, model_id, file_name)
 
     def imported_model_key(self, model_id: str, file_name: str) -> str:
-        return self.key("imported-models", model_id, file_name)
+        return self.key(IMPORTED_MODELS, model_id, file_name)
 
     # ------------------------------------------------------------------ transfers
 

@@ -24,7 +24,7 @@ from outcrop.jobs.kinds import JobKind
 from outcrop.jobs.records import ACTIVE, FAILED, STOPPED, SUCCEEDED, JobRow
 from outcrop.jobs.runner import JobRunner
 from outcrop.locations import DataLocations, FileRoots
-from outcrop.models.bucket import ModelBucket
+from outcrop.models.bucket import CUSTOM_MODELS, ModelBucket
 from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
@@ -150,9 +150,8 @@ class CustomizationService:
         if record is None:
             return
         kept = keep_model_file(
-            result, self.bucket,
-            lambda name: self.bucket.custom_model_key(record.model_id, name),  # type: ignore[union-attr]
-            self.data_dir, "the training worker",
+            result, self.bucket, CUSTOM_MODELS, record.model_id, self.data_dir,
+            "the training worker",
         )  # fmt: skip
         job = self.db.update_job(
             row.job_id,

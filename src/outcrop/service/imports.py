@@ -33,7 +33,7 @@ from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 from outcrop.jobs.runner import JobRunner
 from outcrop.jobs.store import JobStore
 from outcrop.locations import FileRoots, confined_file, valid_bucket
-from outcrop.models.bucket import ModelBucket
+from outcrop.models.bucket import IMPORTED_MODELS, ModelBucket
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.formats import check_format
 from outcrop.models.resolve import ModelResolver, parse_arn
@@ -344,10 +344,8 @@ class ImportService:
         if job is None:
             raise job_files.JobFailure("the import job's record is gone")
         kept = keep_model_file(
-            result, self.bucket,
-            lambda name: self.bucket.imported_model_key(job.model_id, name),  # type: ignore[union-attr]
-            self.data_dir, "the import",
-        )  # fmt: skip
+            result, self.bucket, IMPORTED_MODELS, job.model_id, self.data_dir, "the import"
+        )
         conversion = result.get("conversion")
         weights = dict(result.get("weights") or {})
         if conversion:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +39,14 @@ class KeptFile:
 def keep_model_file(
     result: dict[str, Any],
     bucket: ModelBucket | None,
-    key_for: Callable[[str], str],
+    folder: str,
+    model_id: str,
     data_dir: Path,
     what: str,
 ) -> KeptFile:
     """What to record for the model file ``result`` names; JobFailure if it cannot be
-    kept. ``key_for(file name)`` is its bucket key; ``what`` names the worker in errors."""
+    kept. Pushed to ``<prefix>/<folder>/<model_id>/<file name>``; ``what`` names the
+    worker in errors."""
     path, key, sha = result.get("path"), result.get("bucket_key"), result.get("sha256")
     if key is not None or sha is not None:
         if (
@@ -67,7 +68,7 @@ def keep_model_file(
     local = Path(str(path))
     if bucket is None:
         return KeptFile(str(local))
-    key = key_for(local.name)
+    key = bucket.key(folder, model_id, local.name)
     try:
         sha = bucket.push(local, key)
     except ModelBucketError as exc:
