@@ -25,6 +25,7 @@ from tests.conftest import (
 )
 from tests.integration.test_customization import ROLE, ask, fact_rows, wait_for, write_jsonl
 from tests.integration.test_imports import create, smol_card, wait_job
+from tests.integration.test_postgres_records import postgres  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +168,42 @@ def test_custom_model_trained_on_a_is_served_by_b_from_the_bucket(tmp_path):
             stop_server(a)
             if b is not None:
                 stop_server(b)
+
+
+def test_postgres_records_gain_the_bucket_columns(postgres):  # noqa: F811
+    """Records written before the model bucket (version 2) on a real PostgreSQL: the
+    migration adds the columns, rows keep their values, a second start changes nothing."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from outcrop.db import Database
+    from outcrop.training.records import CustomizationRecords
+
+    engine = create_engine(postgres)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
+        conn.execute(text("INSERT INTO schema_version VALUES (2)"))
+        conn.execute(
+            text(
+                "CREATE TABLE custom_models (model_id VARCHAR(12) PRIMARY KEY, model_arn "
+                "VARCHAR(1011) UNIQUE, model_name VARCHAR(63) UNIQUE, job_id VARCHAR(12), "
+                "base_model_id VARCHAR(200), status VARCHAR(16), failure_message TEXT, "
+                "creation_time FLOAT, path TEXT)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO custom_models VALUES ('m1', 'arn:m1', 'one', 'j1', 'base', "
+                "'Active', NULL, 1.0, '/x/model.gguf')"
+            )
+        )
+    engine.dispose()
+    db = Database(url=postgres)
+    model = CustomizationRecords(db).model("one")
+    assert (model.path, model.bucket_key, model.sha256) == ("/x/model.gguf", None, None)
+    CustomizationRecords(db).update_model("m1", bucket_key="p/custom-models/m1/model.gguf",
+                                          sha256="c" * 64)  # fmt: skip
+    assert {"bucket_key", "sha256"} <= {
+        c["name"] for c in inspect(db.engine).get_columns("custom_models")
+    }
+    again = Database(url=postgres)
+    assert CustomizationRecords(again).model("m1").sha256 == "c" * 64
