@@ -170,9 +170,9 @@ class ModelBucket:
         """Upload ``local`` to ``key`` and return its sha256 (also the object's
         ``x-amz-meta-sha256``). Raises ModelBucketError if the upload fails."""
         local = Path(local)
-        digest = sha256_file(local)  # first: the object's metadata carries it
         started = time.monotonic()
         try:
+            digest = sha256_file(local)  # first: the object's metadata carries it
             self.client.upload_file(
                 str(local), self.bucket, key, ExtraArgs={"Metadata": {"sha256": digest}}
             )
