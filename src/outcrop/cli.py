@@ -208,6 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         prompt_cache_mb=args.prompt_cache_mb,
         database_url=args.database_url,
         file_roots=args.file_roots,
+        model_bucket=args.model_bucket,
     )
     if args.alias:
         # --alias flags come first: they win over aliases from the environment / config file.
@@ -486,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url", default=None, metavar="URL",
         help="SQLAlchemy URL of the records database, shared by several servers "
         "(postgresql+psycopg://user@host/db; default: SQLite in the data dir)",
+    )  # fmt: skip
+    p.add_argument(
+        "--model-bucket", default=None, metavar="s3://BUCKET/PREFIX",
+        help="where custom and imported model files live for every server sharing the "
+        "records (on --s3-endpoint-url); each server caches them in its data dir",
     )  # fmt: skip
     from outcrop.cli_ray import add_parsers as add_ray_parsers
     from outcrop.cli_ray import add_serve_arguments

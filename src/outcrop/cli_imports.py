@@ -93,6 +93,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     from outcrop.errors import OutcropError
     from outcrop.imports.layout import ImportFailure
     from outcrop.imports.sources import resolve_source
+    from outcrop.models.bucket import ModelBucket
     from outcrop.models.catalog import Catalog
     from outcrop.models.resolve import ModelResolver
     from outcrop.service.imports import DEFAULT_ROLE, ImportService
@@ -109,6 +110,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
         settings.account_id, Database(settings.data_dir, url=settings.database_url),
         s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
         threads=args.threads or settings.training_threads,
+        bucket=ModelBucket.from_settings(settings),  # OUTCROP_MODEL_BUCKET, as the server's
     )  # fmt: skip
     import time
 

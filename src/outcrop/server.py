@@ -26,6 +26,7 @@ from outcrop.engines.base import Engine
 from outcrop.jobs.runner import JobRunner
 from outcrop.jobs.store import JobStore
 from outcrop.metering import Metrics
+from outcrop.models.bucket import ModelBucket
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import EngineFactory, ModelManager
 from outcrop.models.resolve import ModelResolver
@@ -100,13 +101,13 @@ def _customization(settings, catalog, resolver, store, manager, db, runner):
         db, runner,
         s3_endpoint_url=settings.s3_endpoint_url, file_roots=settings.file_root_paths,
         training_threads=settings.training_threads,
-        unload=manager.unload,
+        unload=manager.unload, bucket=store.bucket,
     )  # fmt: skip
     service.start()  # re-registers custom models
     return service
 
 
-def _imports(settings, catalog, resolver, manager, db, runner):
+def _imports(settings, catalog, resolver, manager, db, runner, bucket=None):
     from outcrop.service.imports import ImportService
 
     service = ImportService(
@@ -114,6 +115,7 @@ def _imports(settings, catalog, resolver, manager, db, runner):
         s3_endpoint_url=settings.s3_endpoint_url, weight_format=settings.weight_format,
         threads=settings.training_threads, manager=manager,
         delete_wait_s=settings.import_delete_wait_s, file_roots=settings.file_root_paths,
+        bucket=bucket,
     )  # fmt: skip
     service.start()  # serves imported models (the runner resumes interrupted imports)
     return service
@@ -172,7 +174,11 @@ def build_server(settings: Settings, factory: EngineFactory | None = None) -> Se
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
-    store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
+    store = ModelStore(
+        settings.data_dir,
+        weight_format=settings.weight_format,
+        bucket=ModelBucket.from_settings(settings),  # --model-bucket: shared model files
+    )
     keep_alive = settings.keep_alive
     manager = ModelManager(
         store,
@@ -211,7 +217,7 @@ def build_server(settings: Settings, factory: EngineFactory | None = None) -> Se
     runner = JobRunner(JobStore(db))
     # Imported models first: a custom model may be trained on one, and is served again
     # at start only if its base is known.
-    imports = _imports(settings, catalog, resolver, manager, db, runner)
+    imports = _imports(settings, catalog, resolver, manager, db, runner, store.bucket)
     ImportApi(imports).register(router)
     customization = _customization(settings, catalog, resolver, store, manager, db, runner)
     CustomizationApi(customization).register(router)

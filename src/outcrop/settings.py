@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     """S3-compatible endpoint for ``s3://`` data in customization jobs; None maps
     ``s3://bucket/key`` to ``<data_dir>/s3/bucket/key``."""
+    model_bucket: str | None = None
+    """``s3://BUCKET/PREFIX`` (on ``s3_endpoint_url``) holding custom and imported model
+    files, so every server sharing the records can serve them (:mod:`outcrop.models.bucket`);
+    None = model files stay on the node that made them."""
     training_threads: int = Field(1, ge=1)
     """torch threads per training worker (serving shares the same cores)."""
     import_delete_wait_s: float = Field(30.0, ge=0)
@@ -246,6 +250,16 @@ class Settings(BaseSettings):
         from outcrop.models.formats import check_format
 
         return check_format(str(value))
+
+    @field_validator("model_bucket", mode="after")
+    @classmethod
+    def _model_bucket(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from outcrop.models.bucket import parse_bucket_uri
+
+        parse_bucket_uri(value)
+        return value
 
     @field_validator("access_key_id", "secret_access_key", "api_key", mode="before")
     @classmethod

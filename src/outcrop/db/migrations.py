@@ -64,7 +64,21 @@ def _v2_jobs_table(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE customization_jobs DROP COLUMN {column}"))
 
 
-STEPS: dict[int, Callable[[Connection], None]] = {2: _v2_jobs_table}
+def _v3_model_bucket(conn: Connection) -> None:
+    """Custom and imported models may live in the model bucket: its key and the sha256."""
+    inspector = inspect(conn)
+    tables = inspector.get_table_names()
+    for table in ("custom_models", "imported_models"):
+        if table not in tables:
+            continue  # created later by its package, with the columns
+        have = {c["name"] for c in inspector.get_columns(table)}
+        if "bucket_key" not in have:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN bucket_key TEXT"))
+        if "sha256" not in have:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN sha256 VARCHAR(64)"))
+
+
+STEPS: dict[int, Callable[[Connection], None]] = {2: _v2_jobs_table, 3: _v3_model_bucket}
 LATEST = max(STEPS)
 
 

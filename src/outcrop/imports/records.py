@@ -61,6 +61,9 @@ class ImportedModelRecord(Base):
     #: the weight-format decision (see outcrop.models.formats) and the conversion's numbers
     weights: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     model_dir: Mapped[str] = mapped_column(Text)
+    #: its object in the model bucket (``--model-bucket``) and the file's sha256
+    bucket_key: Mapped[str | None] = mapped_column(Text, default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     creation_time: Mapped[float] = mapped_column(Float)
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
 

@@ -63,6 +63,9 @@ class ModelCard(BaseModel):
     """For custom models: the ARN clients use (``...:custom-model/...``)."""
     local_path: str | None = None
     """For custom models whose files already live on disk: used instead of pulling."""
+    bucket_key: str | None = None
+    """For custom / imported models kept in the model bucket (``--model-bucket``): the
+    object to pull, verified against ``sha256``, when ``local_path`` is not on this node."""
     imported: bool = False
     """True for models brought in by Custom Model Import (``...:imported-model/...``)."""
     architecture: str | None = None

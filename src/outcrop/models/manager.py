@@ -119,6 +119,9 @@ class ModelManager:
                 log.info("loading %s from %s", card.model_id, path)
                 engine = await asyncio.to_thread(self.factory, card, path)
                 memory = max(0, process_rss() - before)
+        except ModelNotReadyError as exc:  # its files could not be fetched: say so as is
+            log.warning("could not load %s: %s", card.model_id, exc)
+            raise
         except Exception as exc:
             log.exception("could not load %s", card.model_id)
             raise ServiceUnavailableError(

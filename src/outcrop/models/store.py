@@ -43,6 +43,7 @@ from pathlib import Path, PurePosixPath
 
 from outcrop.errors import InternalServerError
 from outcrop.models import formats
+from outcrop.models.bucket import ModelBucket, ModelBucketError, cache_path, verified
 from outcrop.models.catalog import ModelCard, WheelSource, manifest_bytes
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,17 @@ class _Progress:
 
 
 class ModelStore:
-    def __init__(self, data_dir: Path | str, weight_format: str = "original") -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        weight_format: str = "original",
+        bucket: ModelBucket | None = None,
+    ) -> None:
         """*weight_format*: ``original`` (serve the shipped file), ``auto`` or a format
         name (see :mod:`outcrop.models.formats`); raises ``WeightFormatError`` (a
-        ``ValueError``) for an unknown one."""
+        ``ValueError``) for an unknown one. *bucket*: where cards with a ``bucket_key``
+        are pulled from (``--model-bucket``)."""
+        self.bucket = bucket
         self.weight_format = formats.check_format(weight_format)
         self.data_dir = Path(data_dir).expanduser()
         self.models_dir = self.data_dir / "models"
@@ -189,6 +197,11 @@ class ModelStore:
     def path(self, card: ModelCard) -> Path | None:
         """The installed file / folder to serve, if present and complete (and for this
         card): the converted file when this store's format policy selected one."""
+        if card.bucket_key and card.sha256:
+            for p in self._bucket_candidates(card):
+                if verified(p, card.sha256, rehash=False):
+                    return p
+            return None
         if card.local_path:
             p = Path(card.local_path).expanduser()
             return p if p.exists() else None
@@ -261,6 +274,9 @@ class ModelStore:
         """The path to serve, pulling first if missing and choosing the weight format
         (converting an existing install if its record holds no decision for this store's
         policy). Safe under concurrent callers."""
+        if card.bucket_key:
+            with self._locked(card):
+                return self._from_bucket(card)
         p = self.path(card)
         if p is not None and self._decided(card, self.record(card)):
             return p
@@ -298,6 +314,34 @@ class ModelStore:
         if old_file and old_file not in (weights.get("file"), card.file_name):
             (d / old_file).unlink(missing_ok=True)  # superseded by this decision
         return path
+
+    def _bucket_candidates(self, card: ModelCard) -> list[Path]:
+        """Where a bucket card's file may already be in this node's data dir: where it was
+        made (this node pushed it), then this node's cache of the bucket. Another node's
+        data dir is never read, even when its path happens to be visible here."""
+        cached = cache_path(self.data_dir, str(card.bucket_key))
+        if card.local_path:
+            made = Path(card.local_path).expanduser()
+            if made.resolve().is_relative_to(self.data_dir.resolve()):
+                return [made, cached]
+        return [cached]
+
+    def _from_bucket(self, card: ModelCard) -> Path:
+        """The verified local file of a bucket card, pulled into the cache if needed."""
+        sha = card.sha256 or ""
+        *origin, cached = self._bucket_candidates(card)
+        # The maker's copy counts only with a sidecar: hashing it on every load is the
+        # cost the sidecar avoids, and a stray file at that path proves nothing.
+        if origin and verified(origin[0], sha, rehash=False):
+            return origin[0]
+        if self.bucket is None:
+            raise ModelBucketError(
+                f"The files of model {card.model_id} are kept in a model bucket, but this "
+                "server was started without --model-bucket."
+            )
+        if ".." in PurePosixPath(str(card.bucket_key)).parts:
+            raise ModelBucketError(f"The model bucket key of {card.model_id} is invalid.")
+        return self.bucket.pull(str(card.bucket_key), sha, cached)
 
     def pull(self, card: ModelCard, progress: bool = True) -> Path:
         """Download, verify and install *card* (re-installs if already present)."""

@@ -24,6 +24,7 @@ from outcrop.jobs.kinds import JobKind
 from outcrop.jobs.records import ACTIVE, FAILED, STOPPED, SUCCEEDED, JobRow
 from outcrop.jobs.runner import JobRunner
 from outcrop.locations import DataLocations, FileRoots
+from outcrop.models.bucket import CUSTOM_MODELS, ModelBucket
 from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
@@ -37,6 +38,7 @@ from outcrop.service.control_fields import (
     pattern,
     replayed_job,
 )
+from outcrop.service.model_files import forget_model_file, keep_model_file
 from outcrop.training import worker as files
 from outcrop.training.data import validate_jsonl
 from outcrop.training.hyper import parse_hyperparameters
@@ -53,6 +55,11 @@ _JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*")
 _MODEL_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")
 _ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
 _TOKEN = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
+
+
+def _servable(model: CustomModelRecord) -> bool:
+    """Its file is on this node, or in the model bucket for any node to pull."""
+    return bool(model.bucket_key and model.sha256) or bool(model.path and Path(model.path).exists())
 
 
 def job_status(row: JobRow | None) -> str:
@@ -79,6 +86,7 @@ class CustomizationService:
         file_roots: FileRoots = None,
         training_threads: int = 1,
         unload: Any = None,
+        bucket: ModelBucket | None = None,
     ) -> None:
         self.catalog = catalog
         self.resolver = resolver
@@ -94,6 +102,7 @@ class CustomizationService:
         self.jobs_dir = self.data_dir / "customization" / "jobs"
         self.models_dir = self.data_dir / "customization" / "models"
         self.unload = unload
+        self.bucket = bucket
         runner.register(
             JobKind(
                 KIND, "process", module="outcrop.training.worker",
@@ -115,7 +124,7 @@ class CustomizationService:
         for model in self.db.models():
             if model.status == "Active":
                 job = self.db.job_by_id(model.job_id)
-                if job is not None and model.path and Path(model.path).exists():
+                if job is not None and _servable(model):
                     self._register_card(job, model)
         # Another server sharing the records (a Ray API replica) may have trained it.
         self.resolver.fallbacks.append(self.find_unregistered)
@@ -123,10 +132,10 @@ class CustomizationService:
     def find_unregistered(self, identifier: str) -> ModelCard | None:
         """Resolver fallback: an Active custom model recorded but not in this catalog."""
         model = self.db.model(identifier)
-        if model is None or model.status != "Active" or not model.path:
+        if model is None or model.status != "Active" or not _servable(model):
             return None
         job = self.db.job_by_id(model.job_id)
-        if job is None or not Path(model.path).exists():
+        if job is None:
             return None
         self._register_card(job, model)
         return self.catalog.find_custom(model.model_arn)
@@ -135,10 +144,15 @@ class CustomizationService:
         return self.states.get(job.job_id)
 
     def _job_succeeded(self, row: JobRow, result: dict[str, Any]) -> None:
-        """The worker's result: the model becomes Active and servable, or the job fails."""
-        path = result.get("path")
-        if not path or not Path(path).exists():
-            raise job_files.JobFailure("the training worker reported a model file that is missing")
+        """The worker's result: the model becomes Active and servable, or the job fails.
+        With a model bucket, the file is pushed there first (or was, by the worker)."""
+        record = self.db.job_by_id(row.job_id)
+        if record is None:
+            return
+        kept = keep_model_file(
+            result, self.bucket, CUSTOM_MODELS, record.model_id, self.data_dir,
+            "the training worker",
+        )  # fmt: skip
         job = self.db.update_job(
             row.job_id,
             training_loss=result.get("training_loss"),
@@ -146,7 +160,10 @@ class CustomizationService:
         )
         if job is None:
             return
-        model = self.db.update_model(job.model_id, status="Active", path=path)
+        model = self.db.update_model(
+            job.model_id, status="Active", path=kept.path, bucket_key=kept.bucket_key,
+            sha256=kept.sha256,
+        )  # fmt: skip
         if model is not None:
             self._register_card(job, model)
 
@@ -531,20 +548,23 @@ class CustomizationService:
                 self.unload(card.model_id)
         self.db.delete_model(model.model_id)
         shutil.rmtree(self.models_dir / model.model_id, ignore_errors=True)
+        forget_model_file(self.bucket, model.bucket_key, self.data_dir)
 
     # ------------------------------------------------------------------ serving
 
     def _register_card(self, job: JobRecord, model: CustomModelRecord) -> None:
         base = self.catalog.get(model.base_model_id)
-        if base is None or not model.path:
+        if base is None or not _servable(model):
             return
+        file_name = Path(model.path or str(model.bucket_key)).name
         card = base.model_copy(
             update={
                 "model_id": model.model_name,
                 "name": model.model_name,
                 "sources": (),
-                "file_name": Path(model.path).name,
-                "sha256": None,
+                "file_name": file_name,
+                "sha256": model.sha256,
+                "bucket_key": model.bucket_key,
                 "size_bytes": None,
                 "custom": True,
                 "arn": model.model_arn,

@@ -33,6 +33,7 @@ from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 from outcrop.jobs.runner import JobRunner
 from outcrop.jobs.store import JobStore
 from outcrop.locations import FileRoots, confined_file, valid_bucket
+from outcrop.models.bucket import IMPORTED_MODELS, ModelBucket
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.formats import check_format
 from outcrop.models.resolve import ModelResolver, parse_arn
@@ -46,6 +47,7 @@ from outcrop.service.control_fields import (
     pattern,
     replayed_job,
 )
+from outcrop.service.model_files import forget_model_file, keep_model_file
 
 log = logging.getLogger("outcrop.imports")
 
@@ -116,6 +118,7 @@ class ImportService:
         manager: Any = None,
         delete_wait_s: float = DELETE_WAIT_S,
         file_roots: FileRoots = None,
+        bucket: ModelBucket | None = None,
     ) -> None:
         """``runner``: the server's, which runs queued imports; None in the CLI, which
         runs its own import in-process (:meth:`run_here`)."""
@@ -130,6 +133,7 @@ class ImportService:
         self.manager = manager
         self.delete_wait_s = delete_wait_s
         self.file_roots = file_roots
+        self.bucket = bucket
         self.db = ImportRecords(db)
         self.states = runner.store if runner is not None else JobStore(db)
         self.jobs_dir = self.data_dir / "imports" / "jobs"
@@ -339,8 +343,9 @@ class ImportService:
         job = self.db.job_by_id(row.job_id)
         if job is None:
             raise job_files.JobFailure("the import job's record is gone")
-        if not Path(str(result.get("path"))).is_file():
-            raise job_files.JobFailure("the import reported a model file that is missing")
+        kept = keep_model_file(
+            result, self.bucket, IMPORTED_MODELS, job.model_id, self.data_dir, "the import"
+        )
         conversion = result.get("conversion")
         weights = dict(result.get("weights") or {})
         if conversion:
@@ -350,7 +355,8 @@ class ImportService:
             job_id=job.job_id, source_uri=job.source_uri,
             architecture=result["architecture"], family_hint=result.get("family_hint"),
             instruct_supported=bool(result["instruct_supported"]),
-            context_length=int(result["context_length"]), path=result["path"],
+            context_length=int(result["context_length"]), path=kept.path or "",
+            bucket_key=kept.bucket_key, sha256=kept.sha256,
             size_bytes=int(result["size_bytes"]), weights=weights,
             model_dir=str(self.models_dir / job.model_id), creation_time=time.time(),
             tags=(job.tags or {}).get("model") or [],
@@ -441,6 +447,7 @@ class ImportService:
                     self.manager.unload(card.model_id)
             self.db.delete_model(m.model_id)
             shutil.rmtree(m.model_dir, ignore_errors=True)
+            forget_model_file(self.bucket, m.bucket_key, self.data_dir)
         finally:
             with self._lock:
                 self._deleting.discard(m.model_name)
@@ -468,20 +475,23 @@ class ImportService:
             name=m.model_name,
             provider_name="Imported",
             context_length=m.context_length,
-            file_name=Path(m.path).name,
+            file_name=Path(m.path or str(m.bucket_key)).name,
             license="as imported",
             chat_template="gguf" if m.instruct_supported else "completion",
             custom=True,
             imported=True,
             arn=m.model_arn,
-            local_path=m.path,
+            local_path=m.path or None,
+            sha256=m.sha256,
+            bucket_key=m.bucket_key,
             architecture=m.architecture,
             invoke_family=invoke_family(m.architecture, m.family_hint),
             notes=f"Imported from {m.source_uri} (architecture {m.architecture}).",
         )
 
     def register(self, m: ImportedModelRecord) -> ModelCard | None:
-        if not Path(m.path).is_file():
+        in_bucket = bool(m.bucket_key and m.sha256)  # pulled when it is first loaded
+        if not in_bucket and not Path(m.path).is_file():
             log.warning("imported model %s: %s is missing; not served", m.model_name, m.path)
             return None
         return self.catalog.register(self.card_for(m))

@@ -54,6 +54,9 @@ class CustomModelRecord(Base):
     creation_time: Mapped[float] = mapped_column(Float)
     path: Mapped[str | None] = mapped_column(Text, default=None)
     """The servable GGUF; set only once the file is complete."""
+    bucket_key: Mapped[str | None] = mapped_column(Text, default=None)
+    """Its object in the model bucket (``--model-bucket``), when it was pushed there."""
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class CustomizationRecords(Records):
