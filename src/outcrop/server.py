@@ -167,6 +167,16 @@ def _console(settings, pair, authenticator, metrics, catalog, store, manager, cu
     return console, SessionAuthenticator(authenticator, sessions)
 
 
+def model_store(settings: Settings) -> ModelStore:
+    """Where this node's model files come from (and, with ``--model-bucket``, the shared
+    bucket custom and imported models are pulled from)."""
+    return ModelStore(
+        settings.data_dir,
+        weight_format=settings.weight_format,
+        bucket=ModelBucket.from_settings(settings),
+    )
+
+
 def build_server(settings: Settings, factory: EngineFactory | None = None) -> Server:
     """``factory``: how loaded models become engines (default: local ones; Ray Serve
     replicas pass remote ones, scale/remote.py)."""
@@ -174,11 +184,7 @@ def build_server(settings: Settings, factory: EngineFactory | None = None) -> Se
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     catalog = Catalog()
     resolver = ModelResolver(catalog, settings.aliases, settings.region, settings.account_id)
-    store = ModelStore(
-        settings.data_dir,
-        weight_format=settings.weight_format,
-        bucket=ModelBucket.from_settings(settings),  # --model-bucket: shared model files
-    )
+    store = model_store(settings)
     keep_alive = settings.keep_alive
     manager = ModelManager(
         store,

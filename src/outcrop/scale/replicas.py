@@ -17,7 +17,6 @@ from ray import serve
 from outcrop.engines.base import EngineEvent, EngineStats, GenerationRequest, TextEngine, Truncate
 from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
-from outcrop.models.store import ModelStore
 from outcrop.settings import Settings
 
 # Serve's count-based LRU only steers routing to replicas that hold a model; the
@@ -26,12 +25,12 @@ POOL_ROUTING_MODELS = 8
 
 
 def _manager(settings: Settings) -> ModelManager:
-    from outcrop.server import engine_factory
+    from outcrop.server import engine_factory, model_store
 
     budget = settings.memory_budget_mb
     keep_alive = settings.keep_alive
     return ModelManager(
-        ModelStore(settings.data_dir, weight_format=settings.weight_format),
+        model_store(settings),
         engine_factory(settings),
         max_loaded=settings.max_loaded_models,
         memory_budget_bytes=budget * 2**20 if budget else None,
@@ -102,9 +101,9 @@ class TextEngineReplica:
     """One hot model, loaded when the replica starts (its cold start is the load)."""
 
     def __init__(self, settings: Settings, card: ModelCard) -> None:
-        from outcrop.server import engine_factory
+        from outcrop.server import engine_factory, model_store
 
-        path = ModelStore(settings.data_dir, weight_format=settings.weight_format).ensure(card)
+        path = model_store(settings).ensure(card)
         engine = engine_factory(settings)(card, path)
         assert isinstance(engine, TextEngine)
         self.engine = engine
