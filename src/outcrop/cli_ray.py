@@ -33,6 +33,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--engine-resources", type=json.loads, default=None, metavar="JSON",
         help="--ray: custom resources an engine replica needs, e.g. '{\"outcrop_engine\": 1}'",
     )  # fmt: skip
+    p.add_argument(
+        "--job-resources", type=json.loads, default=None, metavar="JSON",
+        help="--ray: custom resources a customization/import job's actor needs "
+        "(default: '{\"outcrop_training\": 1}')",
+    )  # fmt: skip
 
 
 def plan_from_args(args: argparse.Namespace, preload: list[str]):  # noqa: ANN201
@@ -52,6 +57,8 @@ def plan_from_args(args: argparse.Namespace, preload: list[str]):  # noqa: ANN20
             ) from None
     if args.engine_resources is not None:
         plan.engine_resources = dict(args.engine_resources)
+    if args.job_resources is not None:
+        plan.job_resources = dict(args.job_resources)
     return plan
 
 

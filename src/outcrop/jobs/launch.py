@@ -140,5 +140,8 @@ def after_loss(
     if not lost.resumable:
         return FAILED, f"{lost.message} No node left can run it, so it is not started again."
     if attempts >= max_attempts:
-        return FAILED, f"{lost.message} The job was started {attempts} times and is not started again."
+        return (
+            FAILED,
+            f"{lost.message} The job was started {attempts} times and is not started again.",
+        )
     return QUEUED, None

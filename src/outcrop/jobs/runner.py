@@ -162,7 +162,7 @@ class JobRunner:
                     if run.process is not None:
                         if run.stop_sent and time.monotonic() - run.stop_sent > STOP_GRACE_S:
                             run.process.kill()
-                        self._copy_progress(job_id)
+                        self._copy_progress(job_id, run)
                     continue
                 del self._running[job_id]
                 self._settle(run)
@@ -319,11 +319,14 @@ class JobRunner:
             return run.process.poll() is not None
         return run.thread is None or not run.thread.is_alive()
 
-    def _copy_progress(self, job_id: str) -> None:
+    def _copy_progress(self, job_id: str, run: _Running | None = None) -> None:
         job = self.store.get(job_id)
         if job is None or not job.work_dir:
             return
         progress = files.read_json(Path(job.work_dir) / files.PROGRESS)
+        node = getattr(run.process, "node", None) if run is not None else None
+        if progress and node:
+            progress["node"] = node  # a worker on another machine: which one
         if progress:
             self.store.set_progress(job_id, progress)
 
@@ -337,7 +340,7 @@ class JobRunner:
         if run.kind.executor == "process":
             if run.process is not None:
                 run.process.release()
-            self._copy_progress(run.job_id)
+            self._copy_progress(run.job_id, run)
             work = Path(job.work_dir or ".")
             result = files.read_json(work / files.RESULT)
             error = files.read_json(work / files.ERROR)
