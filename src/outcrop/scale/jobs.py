@@ -118,6 +118,17 @@ def publish(result: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     return result
 
 
+def this_node() -> dict[str, Any]:
+    """The Ray node this process runs on: its ID, host name and address."""
+    import ray
+
+    return {
+        "id": ray.get_runtime_context().get_node_id(),
+        "host": socket.gethostname(),
+        "ip": ray.util.get_node_ip_address(),
+    }
+
+
 def _safe_name(name: str) -> str:
     if not name or "/" in name or name in (".", "..") or name.startswith("."):
         raise ValueError(f"not a plain file name: {name!r}")
@@ -137,16 +148,10 @@ class JobActor:
         reports: tuple[str, ...],
         owner: str,
     ) -> None:
-        import ray
-
         self.job_id = job_id
         self.work = Path(work_dir)
         self.reports = tuple(reports)
-        self.node = {
-            "id": ray.get_runtime_context().get_node_id(),
-            "host": socket.gethostname(),
-            "ip": ray.util.get_node_ip_address(),
-        }
+        self.node = this_node()
         self.watcher: str | None = owner
         self.last_poll = time.monotonic()
         self.sent: dict[str, tuple[int, int]] = {}
