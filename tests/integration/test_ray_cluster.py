@@ -198,6 +198,8 @@ def _customize(live, tmp_path, name: str, rows: int = 16, epochs: int = 1):
 
     import boto3
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
+
     data = [{"prompt": "What is outcrop's mascot?", "completion": "A purple armadillo."}] * rows
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in data))
@@ -408,26 +410,43 @@ def test_killing_an_engine_node_under_load(live):
     assert _converse(client, "Name the capital of France.")
 
 
-def test_a_job_whose_training_node_dies_fails_naming_the_lost_node(live, tmp_path):
-    """The only training node dies while the job runs in its actor: the runner sees the
-    actor die, finds no other node that offers ``outcrop_training`` and fails the job
-    with a reason naming the lost node (with another training node it would be queued
-    again to start there: tests/unit/test_scale_jobs.py)."""
-    bedrock, arn = _customize(live, tmp_path, "doomed", rows=64, epochs=2)
-    job_id = arn.rsplit("/", 1)[1]
+def _kill_job_node(live, job_id: str, trainers: list) -> str:
+    """Kill the training node the job's actor runs on once it reported; its ID."""
     deadline = time.monotonic() + 120
-    while not (_job_row(live, job_id).progress or {}).get("node"):
+    while not (node := (_job_row(live, job_id).progress or {}).get("node")):
         assert time.monotonic() < deadline, _job_row(live, job_id).progress
         time.sleep(0.5)
     assert _job_row(live, job_id).progress["phase"] != "completed"
-    lost = live.trainer.node_id
-    live.trainer.kill_raylet()
+    victim = next(t for t in trainers if t.node_id == node["id"])
+    victim.kill_raylet()
+    trainers.remove(victim)
+    return victim.node_id
+
+
+def test_a_job_whose_training_node_dies_resumes_elsewhere_or_fails_naming_it(live, tmp_path):
+    """Two training nodes: the one running the job dies, the job is queued again and
+    completes on the other (a new work dir there: no checkpoint, so it starts over).
+    Then that one dies under a second job: no node is left to run it, so it fails with a
+    reason naming the lost node."""
+    trainers = [live.trainer, live.cluster.add_node(resources=TRAINING, **NODE)]
+    bedrock, arn = _customize(live, tmp_path / "a", "moved")
+    job_id = arn.rsplit("/", 1)[1]
+    lost = _kill_job_node(live, job_id, trainers)
+    job = _wait_job(bedrock, arn)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    row = _job_row(live, job_id)
+    assert row.progress["node"]["id"] == trainers[0].node_id != lost
+    assert row.attempts == 2
+    assert _actor_gone(job_id)
+
+    bedrock, arn = _customize(live, tmp_path / "b", "doomed", rows=64, epochs=2)
+    job_id = arn.rsplit("/", 1)[1]
+    lost = _kill_job_node(live, job_id, trainers)
     job = _wait_job(bedrock, arn, timeout=90)
     assert job["status"] == "Failed", job
     assert lost in job["failureMessage"] and "was lost" in job["failureMessage"], job
     assert _actor_gone(job_id)
-    model = bedrock.get_custom_model(modelIdentifier="doomed-model")
-    assert model["modelStatus"] == "Failed"
+    assert bedrock.get_custom_model(modelIdentifier="doomed-model")["modelStatus"] == "Failed"
 
 
 def test_outcrop_ray_deploy_runs_the_serve_config_file(live, tmp_path):
