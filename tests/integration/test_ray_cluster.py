@@ -219,12 +219,16 @@ def _customize(live, tmp_path, name: str, rows: int = 16, epochs: int = 1):
     return bedrock, arn
 
 
-def _wait_job(bedrock, arn: str, timeout: float = 300) -> dict:
+def _wait_job(bedrock, arn: str, timeout: float = 300, replica_dies: bool = False) -> dict:
     deadline = time.monotonic() + timeout
-    while (job := bedrock.get_model_customization_job(jobIdentifier=arn))["status"] not in (
-        "Completed", "Failed", "Stopped",
-    ):  # fmt: skip
+    job: dict = {}
+    while job.get("status") not in ("Completed", "Failed", "Stopped"):
         assert time.monotonic() < deadline, job
+        try:
+            job = bedrock.get_model_customization_job(jobIdentifier=arn)
+        except Exception:  # a call that reached the API replica being killed
+            if not replica_dies:
+                raise
         time.sleep(1)
     return job
 
@@ -275,6 +279,29 @@ def test_a_two_step_customization_job_completes_and_its_model_serves(live, tmp_p
             inferenceConfig={"temperature": 0, "maxTokens": 12},
         )
         assert out["output"]["message"]["content"][0]["text"]
+
+
+def test_a_job_outlives_the_api_replica_that_started_it(live, tmp_path):
+    """The API replica watching a job dies: the detached actor trains on, and a replica
+    (Serve's replacement, or the other one) watches it again: one start, not two."""
+    import signal
+
+    bedrock, arn = _customize(live, tmp_path, "orphan")
+    job_id = arn.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 120
+    while not (_job_row(live, job_id).progress or {}).get("node"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    owner = _job_row(live, job_id).owner
+    os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)
+    job = _wait_job(bedrock, arn, replica_dies=True)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    row = _job_row(live, job_id)
+    assert row.attempts == 1 and row.owner != owner, (row.attempts, row.owner, owner)
+    log = (JOB_NODE_DIR / "customization" / job_id / "worker.log").read_text()
+    assert log.count("outcrop: job") == 1, log  # never started twice
+    assert _actor_gone(job_id)
+    _wait_running("OutcropIngress", 2, 60)
 
 
 def test_engine_replicas_run_on_two_distinct_nodes(live):

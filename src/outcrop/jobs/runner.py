@@ -210,6 +210,8 @@ class JobRunner:
             kind = self.kinds.get(job.kind)
             if kind is None or job.job_id in self._running or job.owner == self.owner:
                 continue
+            if _alive_elsewhere(job.owner, self.owner):
+                continue  # its live server on this host watches it
             if job.stop_requested_at is None and kind.executor == "process":
                 self._attach(job, kind, owner_dead=_owner_dead(job.owner, self.owner))
 

@@ -47,7 +47,8 @@ LOG_TAIL_BYTES = 64 * 1024
 MARK = ".outcrop-actor"
 """Written by the actor into its work dir: when the runner finds the same mark in its own
 work dir, both are one folder (one machine, a shared disk) and nothing is copied."""
-CALL_TIMEOUT_S = 10.0
+CALL_TIMEOUT_S = 3.0
+"""A job actor answers at once; one that does not is still waiting for a node."""
 
 
 def actor_name(job_id: str) -> str:
