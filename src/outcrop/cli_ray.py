@@ -79,8 +79,10 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
         lines = export_lines(endpoint, settings.access_key_id, settings.secret_access_key,
                              settings.region)  # fmt: skip
         print(lines, file=sys.stderr)
-    # "local": a new instance even when one runs on this machine (ray.init's default joins it).
-    ray.init(address=address, namespace="outcrop")
+    # "local": a new instance even when one runs on this machine (ray.init's default joins it);
+    # it offers the job resources, so customization and imports run on this machine.
+    local = {"resources": dict(plan.job_resources)} if address == "local" else {}
+    ray.init(address=address, namespace="outcrop", **local)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     app = build(settings, plan)
     serve.run(app, name="outcrop", route_prefix="/")
