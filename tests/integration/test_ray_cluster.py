@@ -452,7 +452,7 @@ def _kill_job_node(live, job_id: str, trainers: list) -> str:
 
 def test_a_job_whose_training_node_dies_resumes_elsewhere_or_fails_naming_it(live, tmp_path):
     """Two training nodes: the one running the job dies, the job is queued again and
-    completes on the other (a new work dir there: no checkpoint, so it starts over).
+    completes on the other (killed before its first epoch's checkpoint: it starts over).
     Then that one dies under a second job: no node is left to run it, so it fails with a
     reason naming the lost node."""
     trainers = [live.trainer, live.cluster.add_node(resources=TRAINING, **NODE)]

@@ -269,9 +269,6 @@ class JobActor:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
 
-    def where(self) -> dict[str, Any]:
-        return dict(self.node)
-
 
 class RayJobRun:
     """The runner's handle on a job actor: polled without blocking the runner's loop."""
@@ -287,6 +284,7 @@ class RayJobRun:
         self.node: dict[str, Any] | None = None
         self.log = f"{work / files.LOG} (the tail of the log on the job's node)"
         self._pending: Any = None
+        self._signalled = self._killed = False
 
     def poll(self) -> int | None:
         import ray
@@ -329,10 +327,14 @@ class RayJobRun:
         return WorkerLost(message, resumable=bool(fitting_nodes(nodes, self.demand)))
 
     def terminate(self) -> None:
-        self.actor.stop.remote()
+        if not self._signalled:
+            self._signalled = True
+            self.actor.stop.remote()
 
     def kill(self) -> None:
-        self.actor.kill.remote()
+        if not self._killed:  # once: calls queue up at an actor still waiting for a node
+            self._killed = True
+            self.actor.kill.remote()
 
     def release(self) -> None:
         import ray
