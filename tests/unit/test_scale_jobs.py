@@ -165,8 +165,14 @@ def test_one_watcher_at_a_time_until_it_goes_quiet_or_is_known_dead(tmp_path, ac
         assert actor.claim("api-3", force=False)
         actor.last_poll -= 60
         assert actor.claim("api-1", force=False)  # api-3 went quiet
+        actor.last_poll -= 7200
+        assert not actor.orphaned()  # nobody asks, but it still trains: it stays
     finally:
         actor.kill()
+    actor.process.wait(10)
+    assert actor.orphaned()  # ended, and nobody polled for two hours: it goes
+    actor.poll("api-1")
+    assert not actor.orphaned()
 
 
 def test_a_lost_node_queues_the_job_again_or_fails_it_naming_the_node():

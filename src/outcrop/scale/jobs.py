@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -47,6 +48,11 @@ LOG_TAIL_BYTES = 64 * 1024
 MARK = ".outcrop-actor"
 """Written by the actor into its work dir: when the runner finds the same mark in its own
 work dir, both are one folder (one machine, a shared disk) and nothing is copied."""
+ORPHAN_AFTER_S = 3600.0
+"""An actor whose worker ended and that nobody polled for this long exits by itself (its
+API replicas are gone for good, e.g. the application was deleted): it would otherwise hold
+its training node's resources forever. The job, still RUNNING in the records, is queued
+again by the next outcrop start."""
 CALL_TIMEOUT_S = 3.0
 """A job actor answers at once; one that does not is still waiting for a node."""
 
@@ -183,6 +189,18 @@ class JobActor:
                 )  # fmt: skip
         except (OSError, ValueError) as exc:
             self.failure = f"The job could not be started on {describe_node(self.node)}: {exc}"
+        threading.Thread(target=self._watchdog, name="outcrop-job-watchdog", daemon=True).start()
+
+    def orphaned(self, orphan_after_s: float = ORPHAN_AFTER_S) -> bool:
+        """Whether this actor should go: its worker ended and nobody asks any more."""
+        ended = self.process is None or self.process.poll() is not None
+        return ended and time.monotonic() - self.last_poll > orphan_after_s
+
+    def _watchdog(self) -> None:
+        while not self.orphaned():
+            time.sleep(min(60.0, ORPHAN_AFTER_S / 10))
+        log.warning("job %s: nobody polled its finished worker; the actor exits", self.job_id)
+        os._exit(0)
 
     # -- who watches it -------------------------------------------------------------
     def _take(self, owner: str) -> None:
