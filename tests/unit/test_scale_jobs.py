@@ -273,6 +273,23 @@ def test_a_new_runner_watches_live_workers_again_instead_of_starting_them_twice(
     assert results == [{"path": "m.gguf"}] and launcher.launched == []
 
 
+def test_a_running_runner_adopts_a_worker_whose_server_died_on_another_host(store, tmp_path):
+    launcher = _Launcher()
+    runner = JobRunner(store, launcher=launcher)
+    runner.register(JobKind("train", "process", module="m"))
+    runner._closing.set()
+    runner.start()  # nothing to recover yet
+    _running_job(store, tmp_path, "late", owner="other-host:7")
+    store.request_stop("late")  # asked while nobody watched it
+    launcher.live = {"late": _Handle([None, -15])}
+    runner._adopt()
+    assert runner.running("late") and store.get("late").owner == runner.owner
+    runner._closing.clear()
+    for _ in range(3):
+        runner.poll()
+    assert store.get("late").state == STOPPED
+
+
 def test_a_worker_whose_node_died_is_queued_again_then_failed_naming_the_node(store, tmp_path):
     launcher = _Launcher()
     lost = WorkerLost(f"The job's node {NODE['id']} (host trainer-1) was lost.", resumable=True)

@@ -212,7 +212,7 @@ class JobRunner:
                 continue
             if _alive_elsewhere(job.owner, self.owner):
                 continue  # its live server on this host watches it
-            if job.stop_requested_at is None and kind.executor == "process":
+            if kind.executor == "process":  # a stop request is enforced once watched
                 self._attach(job, kind, owner_dead=_owner_dead(job.owner, self.owner))
 
     def _lost(self, run: _Running, lost: WorkerLost) -> None:
