@@ -33,6 +33,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--engine-resources", type=json.loads, default=None, metavar="JSON",
         help="--ray: custom resources an engine replica needs, e.g. '{\"outcrop_engine\": 1}'",
     )  # fmt: skip
+    p.add_argument(
+        "--job-resources", type=json.loads, default=None, metavar="JSON",
+        help="--ray: custom resources a customization/import job's actor needs "
+        "(default: '{\"outcrop_training\": 1}')",
+    )  # fmt: skip
 
 
 def plan_from_args(args: argparse.Namespace, preload: list[str]):  # noqa: ANN201
@@ -52,6 +57,8 @@ def plan_from_args(args: argparse.Namespace, preload: list[str]):  # noqa: ANN20
             ) from None
     if args.engine_resources is not None:
         plan.engine_resources = dict(args.engine_resources)
+    if args.job_resources is not None:
+        plan.job_resources = dict(args.job_resources)
     return plan
 
 
@@ -72,8 +79,10 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
         lines = export_lines(endpoint, settings.access_key_id, settings.secret_access_key,
                              settings.region)  # fmt: skip
         print(lines, file=sys.stderr)
-    # "local": a new instance even when one runs on this machine (ray.init's default joins it).
-    ray.init(address=address, namespace="outcrop")
+    # "local": a new instance even when one runs on this machine (ray.init's default joins it);
+    # it offers the job resources, so customization and imports run on this machine.
+    local = {"resources": dict(plan.job_resources)} if address == "local" else {}
+    ray.init(address=address, namespace="outcrop", **local)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     app = build(settings, plan)
     serve.run(app, name="outcrop", route_prefix="/")

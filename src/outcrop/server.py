@@ -23,6 +23,7 @@ from outcrop.api.runtime import RuntimeApi
 from outcrop.credentials import export_lines, load_or_create_credentials
 from outcrop.db import Database
 from outcrop.engines.base import Engine
+from outcrop.jobs.launch import Launcher
 from outcrop.jobs.runner import JobRunner
 from outcrop.jobs.store import JobStore
 from outcrop.metering import Metrics
@@ -177,9 +178,12 @@ def model_store(settings: Settings) -> ModelStore:
     )
 
 
-def build_server(settings: Settings, factory: EngineFactory | None = None) -> Server:
+def build_server(
+    settings: Settings, factory: EngineFactory | None = None, job_launcher: Launcher | None = None
+) -> Server:
     """``factory``: how loaded models become engines (default: local ones; Ray Serve
-    replicas pass remote ones, scale/remote.py)."""
+    replicas pass remote ones, scale/remote.py). ``job_launcher``: where ``process`` jobs
+    run (default: child processes; Ray Serve replicas pass detached actors, scale/jobs.py)."""
     # Owner-only from the start: the data dir holds credentials, records and prompts.
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     catalog = Catalog()
@@ -220,7 +224,7 @@ def build_server(settings: Settings, factory: EngineFactory | None = None) -> Se
     OpenAiApi(runtime, resolver, catalog, embeddings).register(router)
     ControlApi(catalog, settings.region).register(router)
     AdminApi(manager).register(router)
-    runner = JobRunner(JobStore(db))
+    runner = JobRunner(JobStore(db), launcher=job_launcher)
     # Imported models first: a custom model may be trained on one, and is served again
     # at start only if its base is known.
     imports = _imports(settings, catalog, resolver, manager, db, runner, store.bucket)

@@ -1,9 +1,11 @@
 """outcrop on Ray Serve, as a real multi-node cluster on 127.0.0.1.
 
 ``ray.cluster_utils.Cluster`` starts a head node (API replicas, embeddings, the Serve
-controller and its only HTTP proxy) and two worker nodes that offer ``outcrop_engine``:
-SmolLM2's engine deployment runs one replica on each. boto3 talks to the Serve proxy,
-so every request crosses the ingress replica and a DeploymentHandle to an engine.
+controller and its only HTTP proxy), two worker nodes that offer ``outcrop_engine``:
+SmolLM2's engine deployment runs one replica on each, and a worker node that offers
+``outcrop_training``, where customization jobs run as detached actors. boto3 talks to
+the Serve proxy, so every request crosses the ingress replica and a DeploymentHandle to
+an engine.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ os.environ["RAY_TMPDIR"] = str(_RAY_TMP)
 os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 (_RAY_TMP / "ray").mkdir(exist_ok=True)
+JOB_NODE_DIR = _RAY_TMP / "training-node"
+"""The job actors' work dirs: not the API's data dir, so the job's files must travel (and
+a training worker left behind would show up among this module's processes)."""
 
 ray = pytest.importorskip("ray", reason="Ray Serve is not installed (pip install 'outcrop[ray]')")
 serve = pytest.importorskip("ray.serve")
@@ -46,14 +51,17 @@ from tests.conftest import (  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ENGINE = {"outcrop_engine": 1}
+TRAINING = {"outcrop_training": 1}
 NODE = dict(node_ip_address="127.0.0.1", num_cpus=2, object_store_memory=80 * 2**20)
 
 
 class Live:
-    def __init__(self, cluster, url: str, workers: list) -> None:
+    def __init__(self, cluster, url: str, workers: list, trainer, data_dir: Path) -> None:
         self.cluster = cluster
         self.url = url
         self.workers = workers
+        self.trainer = trainer
+        self.data_dir = data_dir
 
     def client(self):
         import boto3
@@ -114,24 +122,27 @@ def live(tmp_path_factory):
         ),
     )  # fmt: skip
     workers = [cluster.add_node(resources=ENGINE, **NODE) for _ in range(2)]
+    trainer = cluster.add_node(resources=TRAINING, **NODE)
     try:
         ray.init(address=cluster.address, namespace="outcrop-test", log_to_driver=False)
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+        data_dir = make_data_dir(tmp)
         settings = Settings(
-            data_dir=make_data_dir(tmp), access_key_id=TEST_KEY, secret_access_key=TEST_SECRET,
+            data_dir=data_dir, access_key_id=TEST_KEY, secret_access_key=TEST_SECRET,
             n_threads=1, max_batch=4, max_queue=2, prompt_cache_mb=0, keep_alive=-1,
         )  # fmt: skip
         plan = RayPlan(
             hot_models=[SMOL], ingress_replicas=2, ingress_resources={"outcrop_ingress": 1},
             engine_min_replicas=2, engine_max_replicas=2, engine_resources=ENGINE,
             engines_per_node=1, max_queued_requests=2, ingress_cpus=0.25,
+            job_resources=TRAINING, job_work_root=str(JOB_NODE_DIR),
         )  # fmt: skip
         started = time.monotonic()
         serve.run(build(settings, plan), name="outcrop", route_prefix="/")
         _wait_running(deployment_name(SMOL), 2, 120)
         print(f"outcrop on Ray: RUNNING after {time.monotonic() - started:.1f}s")
-        yield Live(cluster, f"http://127.0.0.1:{port}", workers)
+        yield Live(cluster, f"http://127.0.0.1:{port}", workers, trainer, data_dir)
     finally:
         if ray.is_initialized():  # (serve.shutdown() alone would start a new local Ray)
             serve.shutdown()
@@ -181,36 +192,84 @@ def test_a_model_without_its_own_deployment_is_served_by_the_pool(live):
     assert loaded == [GEMMA]
 
 
-def test_a_two_step_customization_job_completes_and_its_model_serves(live, tmp_path):
-    """The job runs in one API replica's job runner; the model it makes is served by the
-    pool through either API replica (the other one finds it in the shared records)."""
+def _customize(live, tmp_path, name: str, rows: int = 16, epochs: int = 1):
+    """A bedrock client and the ARN of a new customization job of SmolLM2."""
     import json
 
     import boto3
 
-    rows = [{"prompt": "What is outcrop's mascot?", "completion": "A purple armadillo."}] * 16
+    tmp_path.mkdir(parents=True, exist_ok=True)
+
+    data = [{"prompt": "What is outcrop's mascot?", "completion": "A purple armadillo."}] * rows
     train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train.write_text("".join(json.dumps(r) + "\n" for r in data))
     bedrock = boto3.client(
         "bedrock", endpoint_url=live.url, region_name=REGION,
         aws_access_key_id=TEST_KEY, aws_secret_access_key=TEST_SECRET,
         config=Config(retries={"max_attempts": 1, "mode": "standard"}),
     )  # fmt: skip
     arn = bedrock.create_model_customization_job(
-        jobName="ray-job", customModelName="ray-model",
+        jobName=f"{name}-job", customModelName=f"{name}-model",
         roleArn="arn:aws:iam::000000000000:role/outcrop-test", baseModelIdentifier=SMOL,
         trainingDataConfig={"s3Uri": train.as_uri()},
         outputDataConfig={"s3Uri": (tmp_path / "out").as_uri()},
-        hyperParameters={"epochCount": "1", "batchSize": "8", "learningRate": "0.002",
+        hyperParameters={"epochCount": str(epochs), "batchSize": "8", "learningRate": "0.002",
                          "maxSequenceLength": "64"},
     )["jobArn"]  # fmt: skip
-    deadline = time.monotonic() + 300
-    while (job := bedrock.get_model_customization_job(jobIdentifier=arn))["status"] not in (
-        "Completed", "Failed",
-    ):  # fmt: skip
+    return bedrock, arn
+
+
+def _wait_job(bedrock, arn: str, timeout: float = 300, replica_dies: bool = False) -> dict:
+    deadline = time.monotonic() + timeout
+    job: dict = {}
+    while job.get("status") not in ("Completed", "Failed", "Stopped"):
         assert time.monotonic() < deadline, job
+        try:
+            job = bedrock.get_model_customization_job(jobIdentifier=arn)
+        except Exception:  # a call that reached the API replica being killed
+            if not replica_dies:
+                raise
         time.sleep(1)
+    return job
+
+
+def _job_row(live, job_id: str):
+    """The job's row in the records every API replica shares."""
+    from outcrop.db import Database
+    from outcrop.jobs.store import JobStore
+
+    return JobStore(Database(live.data_dir)).get(job_id)
+
+
+def _actor_gone(job_id: str, timeout: float = 15) -> bool:
+    from outcrop.scale.jobs import JOB_NAMESPACE, actor_name
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(actor_name(job_id), namespace=JOB_NAMESPACE)
+        except ValueError:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_a_two_step_customization_job_completes_and_its_model_serves(live, tmp_path):
+    """The job trains in a detached actor on the training node, in a work dir of its own
+    there; the model it makes is served by the pool through either API replica (the
+    other one finds it in the shared records)."""
+    bedrock, arn = _customize(live, tmp_path, "ray")
+    job = _wait_job(bedrock, arn)
     assert job["status"] == "Completed", job.get("failureMessage")
+    job_id = arn.rsplit("/", 1)[1]
+    row = _job_row(live, job_id)
+    assert row.progress["node"]["id"] == live.trainer.node_id, row.progress
+    node_dir, local = JOB_NODE_DIR / "customization" / job_id, Path(row.work_dir)
+    assert local != node_dir  # the API's work dir stands for another machine's disk
+    assert (node_dir / "train.jsonl").read_text() == (local / "train.jsonl").read_text()
+    assert f"runs on node {live.trainer.node_id}" in (node_dir / "worker.log").read_text()
+    assert (local / "steps.csv").read_text().count("\n") == 2  # copied back for the console
+    assert _actor_gone(job_id), "the job's actor outlived the job"
     model_arn = job["outputModelArn"]
     client = live.client()
     for _ in range(4):  # the router spreads these over both API replicas
@@ -220,6 +279,29 @@ def test_a_two_step_customization_job_completes_and_its_model_serves(live, tmp_p
             inferenceConfig={"temperature": 0, "maxTokens": 12},
         )
         assert out["output"]["message"]["content"][0]["text"]
+
+
+def test_a_job_outlives_the_api_replica_that_started_it(live, tmp_path):
+    """The API replica watching a job dies: the detached actor trains on, and a replica
+    (Serve's replacement, or the other one) watches it again: one start, not two."""
+    import signal
+
+    bedrock, arn = _customize(live, tmp_path, "orphan")
+    job_id = arn.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 120
+    while not (_job_row(live, job_id).progress or {}).get("node"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    owner = _job_row(live, job_id).owner
+    os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)
+    job = _wait_job(bedrock, arn, replica_dies=True)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    row = _job_row(live, job_id)
+    assert row.attempts == 1 and row.owner != owner, (row.attempts, row.owner, owner)
+    log = (JOB_NODE_DIR / "customization" / job_id / "worker.log").read_text()
+    assert log.count("outcrop: job") == 1, log  # never started twice
+    assert _actor_gone(job_id)
+    _wait_running("OutcropIngress", 2, 60)
 
 
 def test_engine_replicas_run_on_two_distinct_nodes(live):
@@ -355,6 +437,45 @@ def test_killing_an_engine_node_under_load(live):
     assert _converse(client, "Name the capital of France.")
 
 
+def _kill_job_node(live, job_id: str, trainers: list) -> str:
+    """Kill the training node the job's actor runs on once it reported; its ID."""
+    deadline = time.monotonic() + 120
+    while not (node := (_job_row(live, job_id).progress or {}).get("node")):
+        assert time.monotonic() < deadline, _job_row(live, job_id).progress
+        time.sleep(0.5)
+    assert _job_row(live, job_id).progress["phase"] != "completed"
+    victim = next(t for t in trainers if t.node_id == node["id"])
+    victim.kill_raylet()
+    trainers.remove(victim)
+    return victim.node_id
+
+
+def test_a_job_whose_training_node_dies_resumes_elsewhere_or_fails_naming_it(live, tmp_path):
+    """Two training nodes: the one running the job dies, the job is queued again and
+    completes on the other (killed before its first epoch's checkpoint: it starts over).
+    Then that one dies under a second job: no node is left to run it, so it fails with a
+    reason naming the lost node."""
+    trainers = [live.trainer, live.cluster.add_node(resources=TRAINING, **NODE)]
+    bedrock, arn = _customize(live, tmp_path / "a", "moved")
+    job_id = arn.rsplit("/", 1)[1]
+    lost = _kill_job_node(live, job_id, trainers)
+    job = _wait_job(bedrock, arn)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    row = _job_row(live, job_id)
+    assert row.progress["node"]["id"] == trainers[0].node_id != lost
+    assert row.attempts == 2
+    assert _actor_gone(job_id)
+
+    bedrock, arn = _customize(live, tmp_path / "b", "doomed", rows=64, epochs=2)
+    job_id = arn.rsplit("/", 1)[1]
+    lost = _kill_job_node(live, job_id, trainers)
+    job = _wait_job(bedrock, arn, timeout=90)
+    assert job["status"] == "Failed", job
+    assert lost in job["failureMessage"] and "was lost" in job["failureMessage"], job
+    assert _actor_gone(job_id)
+    assert bedrock.get_custom_model(modelIdentifier="doomed-model")["modelStatus"] == "Failed"
+
+
 def test_outcrop_ray_deploy_runs_the_serve_config_file(live, tmp_path):
     """The shipped config file, through ``outcrop ray deploy``, replaces the application."""
     import subprocess
@@ -400,6 +521,8 @@ def test_outcrop_ray_deploy_runs_the_serve_config_file(live, tmp_path):
 
 def test_zz_teardown_leaves_no_ray_process(live):
     """Runs last in the module: shuts the cluster down itself and looks for survivors."""
+    named = ray.util.list_named_actors(all_namespaces=True)
+    assert [a for a in named if a["namespace"] != "serve"] == [], named  # no job actor
     serve.shutdown()
     ray.shutdown()
     live.cluster.shutdown()

@@ -63,6 +63,14 @@ class JobKind:
     env: dict[str, str] = field(default_factory=dict)
     on_succeeded: Callable[[JobRow, dict[str, Any]], None] | None = None
     on_ended: Callable[[JobRow], None] | None = None
+    threads: int = 1
+    """Cores a ``process`` worker uses (a launcher on a cluster reserves them)."""
+    inputs: tuple[str, ...] = ("spec.json",)
+    """Files the service writes into the work dir for the worker (small: a launcher on
+    a cluster ships them to the worker's node)."""
+    reports: tuple[str, ...] = ()
+    """Small files the worker appends to and the server reads besides progress, result
+    and error (copied back from a worker on another node)."""
 
     def __post_init__(self) -> None:
         if self.executor == "process" and not self.module:

@@ -2,13 +2,17 @@
 
 A poll thread launches QUEUED jobs into free slots of their kind (never two with the same
 lock key at once), copies progress, enforces stop requests and settles jobs that ended.
-``process`` jobs are worker processes (SIGTERM on stop, SIGKILL after a grace period);
-``inline`` jobs are threads that poll ``should_stop()``.
+``process`` jobs are worker processes (SIGTERM on stop, SIGKILL after a grace period),
+started by a launcher: a child of this server by default, a detached Ray actor on a
+training node on a cluster (:mod:`outcrop.scale.jobs`); ``inline`` jobs are threads that
+poll ``should_stop()``.
 
 On start, what a previous server left is recovered: a job with a stop request becomes
 STOPPED; a RUNNING process job whose worker left a result or an error is settled from it;
 any other RUNNING job is queued again to resume from its checkpoint, or FAILED with the
-reason once it has been started ``max_attempts`` times. Nothing is forgotten.
+reason once it has been started ``max_attempts`` times. Nothing is forgotten. A launcher
+whose workers outlive their server (Ray) is asked first: a live worker is watched again,
+never started twice, and a worker whose node died is queued again or failed the same way.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ import asyncio
 import logging
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -28,20 +30,30 @@ from typing import Any
 
 from outcrop.jobs import files
 from outcrop.jobs.kinds import JobContext, JobKind
+from outcrop.jobs.launch import (
+    Launcher,
+    LocalLauncher,
+    Watched,
+    WorkerHandle,
+    WorkerLost,
+    after_loss,
+)
 from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, RUNNING, STOPPED, SUCCEEDED, JobRow
 from outcrop.jobs.store import JobStore
 
 log = logging.getLogger("outcrop.jobs")
 
 STOP_GRACE_S = 3.0
+ADOPT_EVERY_S = 10.0
+"""How often a runner whose launcher's workers outlive their server looks for running
+jobs nobody watches any more (their server died on another host)."""
 
 
 @dataclass
 class _Running:
     job_id: str
     kind: JobKind
-    process: subprocess.Popen | None = None
-    log_file: Any = None
+    process: WorkerHandle | None = None
     thread: threading.Thread | None = None
     context: JobContext | None = None
     outcome: tuple[str, Any] | None = None  # inline: ("result", dict) | ("error", message)
@@ -50,9 +62,13 @@ class _Running:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self, store: JobStore, poll_interval: float = 0.5, launcher: Launcher | None = None
+    ) -> None:
         self.store = store
         self.poll_interval = poll_interval
+        self.launcher: Launcher = launcher or LocalLauncher()
+        self._adopted_at = time.monotonic()
         self.kinds: dict[str, JobKind] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, _Running] = {}
@@ -79,7 +95,8 @@ class JobRunner:
             if job.stop_requested_at is not None:
                 self._end(job.job_id, STOPPED, None, expect=ACTIVE)
             elif job.state == RUNNING and not _alive_elsewhere(job.owner, self.owner):
-                self._recover(job, kind)
+                if not self._attach(job, kind, owner_dead=_owner_dead(job.owner, self.owner)):
+                    self._recover(job, kind)
         self._thread = threading.Thread(target=self._loop, name="outcrop-jobs", daemon=True)
         self._thread.start()
 
@@ -92,9 +109,7 @@ class JobRunner:
             for run in self._running.values():
                 run.interrupted = True
                 if run.process is not None:
-                    run.process.kill()
-                    run.process.wait(timeout=10)
-                    run.log_file.close()
+                    run.process.interrupt()
                 elif run.context is not None:
                     run.context._stop.set()
             for run in self._running.values():
@@ -137,15 +152,24 @@ class JobRunner:
             for job_id, run in list(self._running.items()):
                 if job_id in flagged and run.stop_sent is None:
                     self._signal_stop(run)
-                if not self._ended(run):
+                try:
+                    ended = self._ended(run)
+                except WorkerLost as lost:
+                    del self._running[job_id]
+                    self._lost(run, lost)
+                    continue
+                if not ended:
                     if run.process is not None:
                         if run.stop_sent and time.monotonic() - run.stop_sent > STOP_GRACE_S:
                             run.process.kill()
-                        self._copy_progress(job_id)
+                        self._copy_progress(job_id, run)
                     continue
                 del self._running[job_id]
                 self._settle(run)
             self._launch_waiting()
+            if self.launcher.adopts and time.monotonic() - self._adopted_at > ADOPT_EVERY_S:
+                self._adopted_at = time.monotonic()
+                self._adopt()
 
     # ------------------------------------------------------------------ internals
 
@@ -156,6 +180,58 @@ class JobRunner:
             except Exception:
                 log.exception("job poll failed")
             self._closing.wait(self.poll_interval)
+
+    def _attach(self, job: JobRow, kind: JobKind, owner_dead: bool) -> bool:
+        """Watch ``job``'s live worker instead of recovering it; True when it has one
+        (watched here, or by another live server)."""
+        if kind.executor != "process" or not self.launcher.adopts:
+            return False
+        work = Path(job.work_dir or ".")
+        try:
+            found = self.launcher.attach(job, kind, work, self.owner, owner_dead=owner_dead)
+        except Exception:  # noqa: BLE001 - then the job is recovered as without one
+            log.exception("%s job %s: could not look for its worker", job.kind, job.job_id)
+            return False
+        if found is None:
+            return False
+        if isinstance(found, Watched):
+            return True
+        with self._lock:
+            if not self.store.set_owner(job.job_id, self.owner, expect=job.owner):
+                found.interrupt()  # another server took it over first
+                return True
+            self._running[job.job_id] = _Running(job.job_id, kind, found)
+        log.info("%s job %s: watching its running worker again", kind.name, job.job_id)
+        return True
+
+    def _adopt(self) -> None:
+        """Running jobs whose server is gone but whose worker lives on: watch them."""
+        for job in self.store.of_kind(states=[RUNNING]):
+            kind = self.kinds.get(job.kind)
+            if kind is None or job.job_id in self._running or job.owner == self.owner:
+                continue
+            if _alive_elsewhere(job.owner, self.owner):
+                continue  # its live server on this host watches it
+            if kind.executor == "process":  # a stop request is enforced once watched
+                self._attach(job, kind, owner_dead=_owner_dead(job.owner, self.owner))
+
+    def _lost(self, run: _Running, lost: WorkerLost) -> None:
+        """A worker whose node died: queued again to start elsewhere, or failed."""
+        try:
+            run.process.release()  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001
+            log.exception("job %s: releasing its lost worker failed", run.job_id)
+        job = self.store.get(run.job_id)
+        if job is None:
+            return
+        state, message = after_loss(
+            lost, job.attempts, run.kind.max_attempts, job.stop_requested_at is not None
+        )
+        log.warning("%s job %s: %s -> %s", run.kind.name, run.job_id, lost.message, state)
+        if state == QUEUED:
+            self.store.transition(run.job_id, QUEUED, [RUNNING])
+        else:
+            self._end(run.job_id, state, message)
 
     def _recover(self, job: JobRow, kind: JobKind) -> None:
         work = Path(job.work_dir) if job.work_dir else None
@@ -199,6 +275,9 @@ class JobRunner:
                 locks.add(job.lock_key)
             try:
                 self._launch(job, kind)
+            except files.JobFailure as exc:  # the launcher's reason, for the user
+                log.warning("%s job %s: not started: %s", kind.name, job.job_id, exc)
+                self._end(job.job_id, FAILED, f"The job could not be started: {exc}", [RUNNING])
             except Exception as exc:  # noqa: BLE001 - a launch failure fails the job
                 log.exception("%s job %s: launch failed", kind.name, job.job_id)
                 self._end(job.job_id, FAILED, f"The job could not be started: {exc}", [RUNNING])
@@ -206,16 +285,9 @@ class JobRunner:
     def _launch(self, job: JobRow, kind: JobKind) -> None:
         if kind.executor == "process":
             work = Path(job.work_dir or ".")
-            for stale in (files.RESULT, files.ERROR):
-                (work / stale).unlink(missing_ok=True)
-            log_file = open(work / files.LOG, "ab")
-            env = {**os.environ, **kind.env}
-            process = subprocess.Popen(
-                [sys.executable, "-m", str(kind.module), str(work)],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            )  # fmt: skip
-            self._running[job.job_id] = _Running(job.job_id, kind, process, log_file)
-            log.info("%s job %s: worker %d started", kind.name, job.job_id, process.pid)
+            handle = self.launcher.launch(job, kind, work, self.owner)
+            self._running[job.job_id] = _Running(job.job_id, kind, handle)
+            log.info("%s job %s: worker started", kind.name, job.job_id)
             return
         ctx = JobContext(
             job.job_id,
@@ -252,11 +324,14 @@ class JobRunner:
             return run.process.poll() is not None
         return run.thread is None or not run.thread.is_alive()
 
-    def _copy_progress(self, job_id: str) -> None:
+    def _copy_progress(self, job_id: str, run: _Running | None = None) -> None:
         job = self.store.get(job_id)
         if job is None or not job.work_dir:
             return
         progress = files.read_json(Path(job.work_dir) / files.PROGRESS)
+        node = getattr(run.process, "node", None) if run is not None else None
+        if progress and node:
+            progress["node"] = node  # a worker on another machine: which one
         if progress:
             self.store.set_progress(job_id, progress)
 
@@ -268,9 +343,9 @@ class JobRunner:
         result: dict[str, Any] | None = None
         message: str | None = None
         if run.kind.executor == "process":
-            if run.log_file is not None:
-                run.log_file.close()
-            self._copy_progress(run.job_id)
+            if run.process is not None:
+                run.process.release()
+            self._copy_progress(run.job_id, run)
             work = Path(job.work_dir or ".")
             result = files.read_json(work / files.RESULT)
             error = files.read_json(work / files.ERROR)
@@ -280,7 +355,7 @@ class JobRunner:
                 code = run.process.returncode if run.process is not None else None
                 message = (
                     f"The {run.kind.name} worker exited unexpectedly (exit code {code}); "
-                    f"its log is {work / files.LOG}."
+                    f"its log is {run.process.log if run.process else work / files.LOG}."
                 )
         elif run.outcome is not None:
             kind_of, value = run.outcome
@@ -307,11 +382,24 @@ class JobRunner:
             return
         job = self.store.get(job_id)
         kind = self.kinds.get(job.kind) if job else None
+        if kind is not None and kind.executor == "process" and self.launcher.adopts:
+            try:  # a worker that outlived its server (a stop while nobody watched) ends too
+                self.launcher.discard(job_id)
+            except Exception:  # noqa: BLE001
+                log.exception("job %s: discarding its worker failed", job_id)
         if job is not None and kind is not None and kind.on_ended is not None:
             try:
                 kind.on_ended(job)
             except Exception:  # noqa: BLE001
                 log.exception("%s job %s: on_ended failed", job.kind, job_id)
+
+
+def _owner_dead(owner: str | None, me: str) -> bool:
+    """Whether the job's owner is known to be gone: an earlier process on this host."""
+    if not owner or owner == me:
+        return True
+    host, _, pid = owner.rpartition(":")
+    return host == socket.gethostname() and not _alive_elsewhere(owner, me)
 
 
 def _alive_elsewhere(owner: str | None, me: str) -> bool:

@@ -121,6 +121,18 @@ class JobStore:
             row = s.get(JobRow, job_id)
             return row is not None and row.state in ACTIVE  # already flagged: still stopping
 
+    def set_owner(self, job_id: str, owner: str, expect: str | None) -> bool:
+        """A RUNNING job's watching server becomes ``owner`` if it still is ``expect``
+        (its worker lives on elsewhere; not a state change); False on a lost race."""
+        with self.db.session() as s:
+            done = s.execute(
+                update(JobRow)
+                .where(JobRow.job_id == job_id, JobRow.state == RUNNING)
+                .where(JobRow.owner.is_(None) if expect is None else JobRow.owner == expect)
+                .values(owner=owner, updated_at=time.time())
+            )
+            return done.rowcount == 1
+
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         """Store the latest progress; a new ``phase`` also becomes an event."""
         now = time.time()

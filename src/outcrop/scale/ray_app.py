@@ -19,6 +19,7 @@ from ray.serve import Application
 
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.resolve import ModelResolver
+from outcrop.scale.jobs import DEFAULT_JOB_RESOURCES, RayJobLauncher
 from outcrop.scale.remote import remote_factory
 from outcrop.scale.replicas import EmbeddingReplica, PooledEngineReplica, TextEngineReplica
 from outcrop.settings import Settings
@@ -52,6 +53,12 @@ class RayPlan:
     (its first request waits for a replica), so it holds no cores while unused."""
     pool_resources: dict[str, float] = field(default_factory=dict)
     embedding_replicas: int = 1
+    job_resources: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_JOB_RESOURCES))
+    """Custom resources a customization or import job's actor needs: only nodes started
+    with ``ray start --resources='{"outcrop_training": 1}'`` train (one job each)."""
+    job_work_root: str | None = None
+    """Where a job's actor keeps its work dir on its node (default: the same path as the
+    API replica's, which suits one machine or a shared data dir)."""
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> RayPlan:
@@ -117,11 +124,19 @@ def _from_zero(max_replicas: int) -> dict[str, Any]:
 class OutcropIngress:
     """The unchanged OutcropApp; its ModelManager builds remote engines."""
 
-    def __init__(self, settings: Settings, hot: dict[str, Any], pool: Any, embeddings: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        hot: dict[str, Any],
+        pool: Any,
+        embeddings: Any,
+        jobs: dict[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.hot = hot
         self.pool = pool
         self.embeddings = embeddings
+        self.jobs = jobs or {}
 
     def _route(self, card: ModelCard) -> tuple[Any, bool]:
         handle = self.hot.get(card.model_id)
@@ -131,7 +146,9 @@ class OutcropIngress:
         from outcrop.server import build_server
 
         factory = remote_factory(self.settings, self._route, self.embeddings)
-        return build_server(self.settings, factory=factory).app
+        # Training and imports run as detached actors on training nodes, not in here.
+        launcher = RayJobLauncher(self.jobs.get("resources"), self.jobs.get("work_root"))
+        return build_server(self.settings, factory=factory, job_launcher=launcher).app
 
 
 def with_shared_credentials(settings: Settings) -> Settings:
@@ -184,7 +201,10 @@ def build(settings: Settings, plan: RayPlan) -> Application:
         num_replicas=plan.ingress_replicas,
         ray_actor_options={"num_cpus": plan.ingress_cpus, "resources": plan.ingress_resources},
         max_ongoing_requests=1000,  # the ingress only waits on engines; they bound the work
-    ).bind(settings, hot, pool, embeddings)
+    ).bind(
+        settings, hot, pool, embeddings,
+        {"resources": dict(plan.job_resources), "work_root": plan.job_work_root},
+    )  # fmt: skip
 
 
 def build_app(args: dict[str, Any]) -> Application:

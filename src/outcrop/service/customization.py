@@ -114,6 +114,9 @@ class CustomizationService:
                 },
                 on_succeeded=self._job_succeeded,
                 on_ended=self._job_ended,
+                threads=training_threads,
+                inputs=(job_files.SPEC, files.TRAIN_RECORDS, files.VALIDATION_RECORDS),
+                reports=(files.STEP_LOG,),
             )
         )  # fmt: skip
 

@@ -150,6 +150,7 @@ class ImportService:
                     env={"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
                          "HF_HUB_OFFLINE": "1"},
                     on_succeeded=self._job_succeeded, on_ended=self._job_ended,
+                    threads=threads,
                 )
             )  # fmt: skip
 
