@@ -11,6 +11,7 @@ an engine.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import os
 import shutil
 import tempfile
@@ -41,11 +42,13 @@ from botocore.exceptions import ClientError, EventStreamError  # noqa: E402
 from tests.conftest import (  # noqa: E402
     GEMMA,
     REGION,
+    S3_ENV,
     SMOL,
     TEST_KEY,
     TEST_SECRET,
     free_port,
     make_data_dir,
+    moto_s3,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -56,7 +59,8 @@ NODE = dict(node_ip_address="127.0.0.1", num_cpus=2, object_store_memory=80 * 2*
 
 
 class Live:
-    def __init__(self, cluster, url: str, workers: list, trainer, data_dir: Path) -> None:
+    def __init__(self, cluster, url: str, workers: list, trainer, data_dir: Path, s3) -> None:
+        self.s3 = s3  # the model bucket's S3 (moto)
         self.cluster = cluster
         self.url = url
         self.workers = workers
@@ -113,6 +117,13 @@ def live(tmp_path_factory):
     from outcrop.settings import Settings
 
     tmp = tmp_path_factory.mktemp("ray")
+    # The model bucket on moto: every Ray process (training actors push, replicas pull)
+    # inherits these credentials from the nodes started below.
+    saved_env = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)
+    s3_context = moto_s3()
+    s3_url, s3 = s3_context.__enter__()
+    s3.create_bucket(Bucket="models")
     cluster = Cluster(
         initialize_head=True,
         head_node_args=dict(
@@ -131,6 +142,7 @@ def live(tmp_path_factory):
         settings = Settings(
             data_dir=data_dir, access_key_id=TEST_KEY, secret_access_key=TEST_SECRET,
             n_threads=1, max_batch=4, max_queue=2, prompt_cache_mb=0, keep_alive=-1,
+            model_bucket="s3://models/ray", s3_endpoint_url=s3_url,
         )  # fmt: skip
         plan = RayPlan(
             hot_models=[SMOL], ingress_replicas=2, ingress_resources={"outcrop_ingress": 1},
@@ -142,12 +154,18 @@ def live(tmp_path_factory):
         serve.run(build(settings, plan), name="outcrop", route_prefix="/")
         _wait_running(deployment_name(SMOL), 2, 120)
         print(f"outcrop on Ray: RUNNING after {time.monotonic() - started:.1f}s")
-        yield Live(cluster, f"http://127.0.0.1:{port}", workers, trainer, data_dir)
+        yield Live(cluster, f"http://127.0.0.1:{port}", workers, trainer, data_dir, s3)
     finally:
         if ray.is_initialized():  # (serve.shutdown() alone would start a new local Ray)
             serve.shutdown()
             ray.shutdown()
         cluster.shutdown()
+        s3_context.__exit__(None, None, None)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         shutil.rmtree(_RAY_TMP, ignore_errors=True)  # session logs
 
 
@@ -241,6 +259,13 @@ def _job_row(live, job_id: str):
     return JobStore(Database(live.data_dir)).get(job_id)
 
 
+def _custom_model(live, model_arn: str):
+    from outcrop.db import Database
+    from outcrop.training.records import CustomizationRecords
+
+    return CustomizationRecords(Database(live.data_dir)).model(model_arn)
+
+
 def _actor_gone(job_id: str, timeout: float = 15) -> bool:
     from outcrop.scale.jobs import JOB_NAMESPACE, actor_name
 
@@ -271,6 +296,14 @@ def test_a_two_step_customization_job_completes_and_its_model_serves(live, tmp_p
     assert (local / "steps.csv").read_text().count("\n") == 2  # copied back for the console
     assert _actor_gone(job_id), "the job's actor outlived the job"
     model_arn = job["outputModelArn"]
+    # The training node pushed the model file to the bucket (the API replica never read
+    # its disk for it): the record names the object and its checksum.
+    model = _custom_model(live, model_arn)
+    assert model.bucket_key and model.bucket_key.startswith("ray/custom-models/"), model
+    head = live.s3.head_object(Bucket="models", Key=model.bucket_key)
+    assert head["Metadata"]["sha256"] == model.sha256
+    pushed = json.loads((node_dir / "result.json").read_text())  # what the node reported
+    assert (pushed["bucket_key"], pushed["sha256"]) == (model.bucket_key, model.sha256)
     client = live.client()
     for _ in range(4):  # the router spreads these over both API replicas
         out = client.converse(

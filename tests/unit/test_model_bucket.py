@@ -17,6 +17,8 @@ from outcrop.models.bucket import (
     ModelBucketError,
     ModelChecksumError,
     parse_bucket_uri,
+    publish_target,
+    push_result,
     sidecar,
     verified,
 )
@@ -309,3 +311,22 @@ def test_a_pushed_result_made_on_this_node_is_served_without_a_pull(tmp_path):
         local_path=str(local),
     )  # fmt: skip
     assert ModelStore(tmp_path).ensure(card) == local  # no bucket configured: none needed
+
+
+def test_a_worker_on_another_node_pushes_its_model_file_where_its_spec_says(bucket, tmp_path):
+    """A Ray training actor gets the push target in the job's spec (JSON, no client) and
+    reports the object's key and checksum with its result."""
+    import json
+
+    target = json.loads(json.dumps(publish_target(bucket, "custom-models", "m123")))
+    made = tmp_path / "model.gguf"
+    made.write_bytes(data(4096))
+    result = push_result({"path": str(made), "training_loss": 0.5}, target)
+    assert result["bucket_key"] == "team-a/custom-models/m123/model.gguf"
+    assert result["sha256"] == hashlib.sha256(made.read_bytes()).hexdigest()
+    assert result["training_loss"] == 0.5
+    pulled = bucket.pull(result["bucket_key"], result["sha256"], tmp_path / "pulled.gguf")
+    assert pulled.read_bytes() == made.read_bytes()
+    assert push_result(result, target) == result  # once pushed, not again
+    assert push_result({"path": str(made)}, None) == {"path": str(made)}  # no bucket
+    assert publish_target(None, "custom-models", "m123") is None

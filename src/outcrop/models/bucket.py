@@ -256,3 +256,30 @@ def _why(exc: Exception) -> str:
         if code in ("403", "AccessDenied"):
             return "access was denied"
     return str(exc) or type(exc).__name__
+
+
+def publish_target(bucket: ModelBucket | None, folder: str, model_id: str) -> dict[str, Any] | None:
+    """What a job's spec carries so that the node running its worker (a Ray actor on a
+    training node, whose disk the API replica cannot read) pushes the model file itself;
+    None without a bucket."""
+    if bucket is None:
+        return None
+    return {
+        "bucket": bucket.bucket,
+        "prefix": bucket.prefix,
+        "endpoint_url": bucket.endpoint_url,
+        "folder": folder,
+        "model_id": model_id,
+    }
+
+
+def push_result(result: dict[str, Any], target: dict[str, Any] | None) -> dict[str, Any]:
+    """Push the model file ``result['path']`` names to ``target`` (see publish_target) and
+    add its ``bucket_key`` and ``sha256``; the result unchanged without a target or once
+    pushed. Raises ModelBucketError if the upload fails."""
+    if not target or result.get("bucket_key") or not result.get("path"):
+        return result
+    local = Path(str(result["path"]))
+    bucket = ModelBucket(target["bucket"], target.get("prefix") or "", target.get("endpoint_url"))
+    key = bucket.key(target["folder"], target["model_id"], local.name)
+    return {**result, "bucket_key": key, "sha256": bucket.push(local, key)}

@@ -34,6 +34,7 @@ from outcrop.jobs import files
 from outcrop.jobs.kinds import JobKind
 from outcrop.jobs.launch import WATCHED_ELSEWHERE, Watched, WorkerLost
 from outcrop.jobs.records import JobRow
+from outcrop.models.bucket import push_result
 
 log = logging.getLogger("outcrop.scale")
 
@@ -119,10 +120,13 @@ def apply_report(report: Mapping[str, Any], work: Path) -> None:
 
 
 def publish(result: dict[str, Any], work_dir: Path) -> dict[str, Any]:
-    """Where a finished job's artifacts leave the training node (the seam for the model
-    bucket: push ``result['path']``, add ``bucket_key`` and ``sha256``). On one machine,
-    or a shared data dir, the result's local path is already where the server reads it."""
-    return result
+    """Where a finished job's model file leaves the training node: with ``--model-bucket``
+    the service put a push target in the job's spec, and the file goes to the bucket from
+    here (``bucket_key`` and ``sha256`` join the result; any node then pulls it). Without
+    one, the result's local path must be where the servers read it (one machine, or a
+    shared data dir)."""
+    spec = files.read_json(work_dir / files.SPEC) or {}
+    return push_result(result, spec.get("publish"))
 
 
 def this_node() -> dict[str, Any]:

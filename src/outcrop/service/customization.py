@@ -24,7 +24,7 @@ from outcrop.jobs.kinds import JobKind
 from outcrop.jobs.records import ACTIVE, FAILED, STOPPED, SUCCEEDED, JobRow
 from outcrop.jobs.runner import JobRunner
 from outcrop.locations import DataLocations, FileRoots
-from outcrop.models.bucket import CUSTOM_MODELS, ModelBucket
+from outcrop.models.bucket import CUSTOM_MODELS, ModelBucket, publish_target
 from outcrop.models.catalog import Catalog, ModelCard, foundation_model_arn
 from outcrop.models.resolve import ModelResolver
 from outcrop.models.store import ModelStore
@@ -266,6 +266,8 @@ class CustomizationService:
             "cache_root": str(self.data_dir / "cache" / "hf"),
             "model_path": str(self.models_dir / model_id / "model.gguf"),
             "threads": self.training_threads,
+            # A worker on another node (Ray) pushes the model file to the bucket itself.
+            "publish": publish_target(self.bucket, CUSTOM_MODELS, model_id),
         }
         job_files.write_json(work / job_files.SPEC, spec)
         now = time.time()

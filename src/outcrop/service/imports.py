@@ -33,7 +33,7 @@ from outcrop.jobs.records import ACTIVE, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 from outcrop.jobs.runner import JobRunner
 from outcrop.jobs.store import JobStore
 from outcrop.locations import FileRoots, confined_file, valid_bucket
-from outcrop.models.bucket import IMPORTED_MODELS, ModelBucket
+from outcrop.models.bucket import IMPORTED_MODELS, ModelBucket, publish_target
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.formats import check_format
 from outcrop.models.resolve import ModelResolver, parse_arn
@@ -228,6 +228,8 @@ class ImportService:
             "source_sha256": source_sha256, "s3_endpoint_url": self.s3_endpoint_url,
             "data_dir": str(self.data_dir), "weight_format": fmt,
             "model_dir": str(self.models_dir / model_id), "threads": self.threads,
+            # A worker on another node (Ray) pushes the model file to the bucket itself.
+            "publish": publish_target(self.bucket, IMPORTED_MODELS, model_id),
         })  # fmt: skip
         with self.db.session() as s:
             self.states.add(s, job_id, KIND, work_dir=str(work), progress={"phase": "queued"})

@@ -55,6 +55,23 @@ def _csv(header: str, rows: list[tuple[int, int, float]]) -> bytes:
     return (header + "\n" + "".join(f"{s},{e},{v:.6f}\n" for s, e, v in rows)).encode()
 
 
+def base_model_file(spec: dict[str, Any]) -> Path:
+    """The base model's GGUF: the file the server resolved or, on a training node that does
+    not share the server's disk (a Ray actor), this node's own copy from its data dir."""
+    base = Path(spec["base_gguf"])
+    if base.exists():
+        return base
+    from outcrop.models.catalog import Catalog
+    from outcrop.models.store import ModelStore
+    from outcrop.settings import Settings
+
+    card = Catalog().get(spec["base_model_id"])
+    if card is None:
+        raise JobFailure(f"The base model file {base} is not on this node.")
+    settings = Settings()
+    return ModelStore(settings.data_dir, weight_format=settings.weight_format).ensure(card)
+
+
 def run(job_dir: Path) -> dict[str, Any]:
     spec = json.loads((job_dir / SPEC).read_text())
     threads = int(spec.get("threads") or 1)
@@ -86,7 +103,7 @@ def run(job_dir: Path) -> dict[str, Any]:
         write_json(job_dir / PROGRESS, progress)
 
     report()
-    base = Path(spec["base_gguf"])
+    base = base_model_file(spec)
     info = GgufInfo.read(base)
     model, tokenizer = load_base(base, Path(spec["cache_root"]))
 
