@@ -10,6 +10,9 @@
    the distribution layer.
 3. **Ray, two replicas**: the same application, two engine replicas (one per worker node,
    1 thread each). (b) = 3 / 2: what a second machine adds.
+4. **Two plain servers** sharing the clients (1 thread each): what a second engine adds
+   on *this* machine without Ray — (b)'s ceiling here, since both simulated nodes share
+   the machine's cores with the API, the proxy and the load generator.
 
 Each phase: ``--clients`` concurrent ConverseStream clients, ``--requests`` in all,
 temperature 0. Reported: output tokens/s, TTFT p50, errors; for Ray also the engine
@@ -38,6 +41,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ["RAY_TMPDIR"] = str(RAY_TMP)
 os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Workers (the Serve proxy among them) at normal priority, like the plain servers: by
+# default Ray starts them at niceness 15, and the proxy then starves beside two engines.
+os.environ.setdefault("RAY_worker_niceness", "0")
 (RAY_TMP / "ray").mkdir(exist_ok=True)
 
 from outcrop.bench.client import BedrockClient, converse_body, run_load  # noqa: E402
@@ -52,26 +58,36 @@ def data_dir(root: Path, models: Path) -> Path:
     return d
 
 
-def measure(url: str, key: str, secret: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(targets: list[tuple[str, str, str]], args: argparse.Namespace) -> dict[str, Any]:
+    """``--clients`` streaming clients, ``--requests`` in all, split evenly over
+    ``targets`` (url, key, secret) and run at once; tokens/s over the whole wall time."""
     body = converse_body("Write a short poem about the sea.", args.max_tokens)
+    n = len(targets)
 
     async def go() -> Any:
-        client = BedrockClient(url, key, secret, max_connections=args.clients + 8)
+        clients = [BedrockClient(u, k, s, max_connections=args.clients + 8) for u, k, s in targets]
         try:
-            await run_load(client, SMOL, body, 2, 2)  # warm-up: first request, templates
-            return await run_load(client, SMOL, body, args.clients, args.requests)
+            for client in clients:  # warm-up: first request, templates
+                await run_load(client, SMOL, body, 2, 2)
+            started = time.perf_counter()
+            loads = await asyncio.gather(
+                *(run_load(c, SMOL, body, args.clients // n, args.requests // n) for c in clients)
+            )
+            return loads, time.perf_counter() - started
         finally:
-            await client.aclose()
+            for client in clients:
+                await client.aclose()
 
-    load = asyncio.run(go())
-    ok = [r for r in load.requests if r.error is None]
+    loads, wall = asyncio.run(go())
+    requests = [r for load in loads for r in load.requests]
+    ok = [r for r in requests if r.error is None]
     tokens = sum(r.output_tokens for r in ok)
     ttfts = [r.ttft for r in ok if r.ttft is not None]
     return {
-        "tokens_per_s": tokens / load.wall_s,
-        "wall_s": load.wall_s,
+        "tokens_per_s": tokens / wall,
+        "wall_s": wall,
         "output_tokens": tokens,
-        "errors": len(load.requests) - len(ok),
+        "errors": len(requests) - len(ok),
         "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
     }
 
@@ -174,23 +190,33 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="outcrop-bench-"))
-    rows: dict[str, list[dict[str, Any]]] = {"plain": [], "ray_1": [], "ray_2": []}
-    # Both set-ups stay up for the whole run and take turns, round after round, so a
-    # neighbour's load on a shared machine falls on each of them alike.
+    rows: dict[str, list[dict[str, Any]]] = {"plain": [], "plain_2": [], "ray_1": [], "ray_2": []}
+
+    def plain(name: str) -> ServerProcess:
+        return ServerProcess(
+            data_dir(root / name, args.models_dir), parallel=args.parallel, threads=1,
+            max_queue=64, n_ctx=1024, log_path=root / f"{name}.log",
+        )  # fmt: skip
+
+    # Every set-up stays up for the whole run and they take turns, round after round, so
+    # a neighbour's load on a shared machine falls on each of them alike. ``plain_2``, two
+    # plain servers sharing the clients, is what a second engine gives on this machine
+    # without Ray: the ceiling (b) is measured against.
     with (
-        ServerProcess(
-            data_dir(root / "plain", args.models_dir), parallel=args.parallel, threads=1,
-            max_queue=64, n_ctx=1024, log_path=root / "plain.log",
-        ) as srv,
+        plain("plain") as srv,
+        plain("plain2") as srv2,
         ray_cluster(root, args.models_dir, args) as deploy,
-    ):  # fmt: skip
+    ):
         for _ in range(args.rounds):
-            row = measure(srv.url, srv.key, srv.secret, args)
+            row = measure([(srv.url, srv.key, srv.secret)], args)
             rows["plain"].append(row)
             print(f"plain outcrop serve: {row}", file=sys.stderr)
+            row = measure([(x.url, x.key, x.secret) for x in (srv, srv2)], args)
+            rows["plain_2"].append(row)
+            print(f"two plain servers: {row}", file=sys.stderr)
             for replicas in (1, 2):
                 target = deploy(replicas)
-                row = measure(target["url"], target["key"], target["secret"], args)
+                row = measure([(target["url"], target["key"], target["secret"])], args)
                 row["deploy_until_running_s"] = target["deploy_until_running_s"]
                 row["rss_mib_by_node"] = rss_by_node()
                 rows[f"ray_{replicas}"].append(row)
@@ -204,6 +230,7 @@ def main() -> int:
         "parallel": args.parallel, "threads_per_engine": 1, "rounds": args.rounds, **rows,
         "ratio_a_ray1_vs_plain": rate("ray_1") / rate("plain"),
         "ratio_b_ray2_vs_ray1": rate("ray_2") / rate("ray_1"),
+        "machine_ceiling_plain2_vs_plain": rate("plain_2") / rate("plain"),
         "per_round_a": [r["tokens_per_s"] / p["tokens_per_s"]
                         for r, p in zip(rows["ray_1"], rows["plain"], strict=True)],
         "per_round_b": [r2["tokens_per_s"] / r1["tokens_per_s"]
@@ -213,7 +240,9 @@ def main() -> int:
     print(json.dumps(report, indent=2))
     print(
         f"(a) Ray, 1 replica / plain: {report['ratio_a_ray1_vs_plain']:.2f}x   "
-        f"(b) Ray, 2 replicas on 2 nodes / 1 replica: {report['ratio_b_ray2_vs_ray1']:.2f}x"
+        f"(b) Ray, 2 replicas on 2 nodes / 1 replica: {report['ratio_b_ray2_vs_ray1']:.2f}x   "
+        f"this machine, two plain servers / one: "
+        f"{report['machine_ceiling_plain2_vs_plain']:.2f}x"
     )
     shutil.rmtree(root, ignore_errors=True)
     if args.json:

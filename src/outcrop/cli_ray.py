@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -82,6 +83,10 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
     # "local": a new instance even when one runs on this machine (ray.init's default joins it);
     # it offers the job resources, so customization and imports run on this machine.
     local = {"resources": dict(plan.job_resources)} if address == "local" else {}
+    if address == "local":
+        # Its workers (replicas, the Serve proxy) at normal priority, not Ray's niceness 15:
+        # the proxy starves beside engines otherwise (docs/benchmarks.md, "Ray Serve").
+        os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address=address, namespace="outcrop", **local)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     app = build(settings, plan)

@@ -171,3 +171,32 @@ def test_a_unary_call_whose_replica_died_mid_answer_runs_again_whole():
     prepared = Prepared(card, None, always_dies(), 10, [], time.perf_counter())  # type: ignore[arg-type]
     with pytest.raises(ReplicaLostError):
         _run(service.complete(prepared))
+
+
+def test_a_replica_takes_back_the_priority_ray_lowered_for_every_thread():
+    """Ray starts workers at niceness 15; a replica brings all its threads back to 0 (or,
+    without CAP_SYS_NICE, says how to configure the cluster)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import os, threading, time
+os.nice(10)  # what Ray's raylet does to a worker
+ready = threading.Event()
+def worker():
+    ready.set(); time.sleep(2)
+t = threading.Thread(target=worker); t.start(); ready.wait()
+from outcrop.scale.priority import normal_priority
+ok = normal_priority()
+tids = os.listdir("/proc/self/task")
+print(ok, sorted({os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in tids}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    if os.geteuid() == 0:
+        assert out.stdout.strip() == "True [0]"
+    else:
+        assert out.stdout.strip() == "False [10]"
+        assert "RAY_worker_niceness=0" in out.stderr

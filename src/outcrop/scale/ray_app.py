@@ -20,6 +20,7 @@ from ray.serve import Application
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.resolve import ModelResolver
 from outcrop.scale.jobs import DEFAULT_JOB_RESOURCES, RayJobLauncher
+from outcrop.scale.priority import normal_priority
 from outcrop.scale.remote import remote_factory
 from outcrop.scale.replicas import EmbeddingReplica, PooledEngineReplica, TextEngineReplica
 from outcrop.settings import Settings
@@ -132,6 +133,7 @@ class OutcropIngress:
         embeddings: Any,
         jobs: dict[str, Any] | None = None,
     ) -> None:
+        normal_priority()
         self.settings = settings
         self.hot = hot
         self.pool = pool

@@ -17,6 +17,7 @@ from ray import serve
 from outcrop.engines.base import EngineEvent, EngineStats, GenerationRequest, TextEngine, Truncate
 from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
+from outcrop.scale.priority import normal_priority
 from outcrop.settings import Settings
 
 # Serve's count-based LRU only steers routing to replicas that hold a model; the
@@ -103,6 +104,7 @@ class TextEngineReplica:
     def __init__(self, settings: Settings, card: ModelCard) -> None:
         from outcrop.server import engine_factory, model_store
 
+        normal_priority()  # before the engine thread starts: it inherits the niceness
         path = model_store(settings).ensure(card)
         engine = engine_factory(settings)(card, path)
         assert isinstance(engine, TextEngine)
@@ -130,6 +132,7 @@ class PooledEngineReplica:
     replica's ModelManager (memory budget, keep-alive) and multiplexed by model ID."""
 
     def __init__(self, settings: Settings) -> None:
+        normal_priority()
         self.manager = _manager(settings)
 
     @serve.multiplexed(max_num_models_per_replica=POOL_ROUTING_MODELS)
@@ -161,6 +164,7 @@ class EmbeddingReplica:
     """Embedding models (SentenceTransformerEngine batches concurrent requests itself)."""
 
     def __init__(self, settings: Settings) -> None:
+        normal_priority()
         self.manager = _manager(settings)
 
     async def info(self, card: ModelCard) -> dict[str, int]:
