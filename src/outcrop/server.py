@@ -27,11 +27,10 @@ from outcrop.jobs.launch import Launcher
 from outcrop.jobs.runner import JobRunner
 from outcrop.jobs.store import JobStore
 from outcrop.metering import Metrics
-from outcrop.models.bucket import ModelBucket
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.manager import EngineFactory, ModelManager
 from outcrop.models.resolve import ModelResolver
-from outcrop.models.store import ModelStore
+from outcrop.models.store import ModelStore, model_store
 from outcrop.service.batch import BatchService
 from outcrop.service.embeddings import EmbeddingService
 from outcrop.service.invoke import InvokeService
@@ -166,16 +165,6 @@ def _console(settings, pair, authenticator, metrics, catalog, store, manager, cu
         sessions, ConsoleModels(catalog, store, manager), UsageHistory(metrics), customization
     )
     return console, SessionAuthenticator(authenticator, sessions)
-
-
-def model_store(settings: Settings) -> ModelStore:
-    """Where this node's model files come from (and, with ``--model-bucket``, the shared
-    bucket custom and imported models are pulled from)."""
-    return ModelStore(
-        settings.data_dir,
-        weight_format=settings.weight_format,
-        bucket=ModelBucket.from_settings(settings),
-    )
 
 
 def build_server(

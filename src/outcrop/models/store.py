@@ -40,6 +40,7 @@ import zipfile
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from outcrop.errors import InternalServerError
 from outcrop.models import formats
@@ -546,3 +547,14 @@ def _size_of(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def model_store(settings: Any) -> ModelStore:
+    """This node's ModelStore as ``settings`` configure it (data dir, weight format, and
+    with ``--model-bucket`` the bucket custom and imported models are pulled from): the
+    server, every Ray replica and a training worker build theirs here."""
+    return ModelStore(
+        settings.data_dir,
+        weight_format=settings.weight_format,
+        bucket=ModelBucket.from_settings(settings),
+    )

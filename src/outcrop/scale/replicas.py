@@ -17,6 +17,7 @@ from ray import serve
 from outcrop.engines.base import EngineEvent, EngineStats, GenerationRequest, TextEngine, Truncate
 from outcrop.models.catalog import ModelCard
 from outcrop.models.manager import ModelManager
+from outcrop.models.store import model_store
 from outcrop.scale.priority import normal_priority
 from outcrop.settings import Settings
 
@@ -26,7 +27,7 @@ POOL_ROUTING_MODELS = 8
 
 
 def _manager(settings: Settings) -> ModelManager:
-    from outcrop.server import engine_factory, model_store
+    from outcrop.server import engine_factory
 
     budget = settings.memory_budget_mb
     keep_alive = settings.keep_alive
@@ -102,7 +103,7 @@ class TextEngineReplica:
     """One hot model, loaded when the replica starts (its cold start is the load)."""
 
     def __init__(self, settings: Settings, card: ModelCard) -> None:
-        from outcrop.server import engine_factory, model_store
+        from outcrop.server import engine_factory
 
         normal_priority()  # before the engine thread starts: it inherits the niceness
         path = model_store(settings).ensure(card)

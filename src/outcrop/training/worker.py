@@ -62,14 +62,13 @@ def base_model_file(spec: dict[str, Any]) -> Path:
     if base.exists():
         return base
     from outcrop.models.catalog import Catalog
-    from outcrop.models.store import ModelStore
+    from outcrop.models.store import model_store
     from outcrop.settings import Settings
 
     card = Catalog().get(spec["base_model_id"])
     if card is None:
         raise JobFailure(f"The base model file {base} is not on this node.")
-    settings = Settings()
-    return ModelStore(settings.data_dir, weight_format=settings.weight_format).ensure(card)
+    return model_store(Settings()).ensure(card)
 
 
 def run(job_dir: Path) -> dict[str, Any]:

@@ -11,9 +11,9 @@ records) get the slots left over, and give theirs back at the next step boundary
 interactive requests wait (:meth:`Scheduler.preempt`). While interactive work is about
 (running, waiting, or seen within the last ``INTERACTIVE_GRACE_STEPS``), background work
 keeps at most its share of the slots and adds at most that share to each step's tokens
-(one token per background sequence, round robin, at least one a step): on a CPU a step's
-time grows with its tokens, and an arriving interactive request waits for the step in
-flight, so that step must stay short. A step of background work alone may be stopped
+(one token per background sequence, on slots beside the interactive ones, at least one a
+step): on a CPU a step's time grows with its tokens and ubatches, and an arriving
+interactive request waits for the step in flight, so that step must stay short. A step of background work alone may be stopped
 mid-way by an arriving interactive request (the engine's abort).
 
 With prefix reuse on, a waiting sequence whose prompt starts like one another sequence
@@ -49,6 +49,11 @@ BACKGROUND_STARVE_STEPS = 8
 Placer = Callable[[Sequence, list[int]], int]
 """Picks (and removes) a free slot for a sequence, and may set its ``n_prefilled`` to
 a prefix it found already computed (prefix reuse)."""
+
+
+def _decode(seq: Sequence) -> StepEntry:
+    """A decoding sequence's entry: its last sampled token, logits wanted."""
+    return StepEntry(seq, [seq.last_token], seq.position, True)
 
 
 class Scheduler:
@@ -193,7 +198,7 @@ class Scheduler:
         n_decode = 0
         for seq in seqs:
             if seq.status is Status.DECODE:
-                entries.append(StepEntry(seq, [seq.last_token], seq.position, True))
+                entries.append(_decode(seq))
                 n_decode += 1
         # Short prompts (at most one chunk left) may fill the whole step: they finish
         # prefill now and their first token comes a step sooner (a burst of new
@@ -250,7 +255,7 @@ class Scheduler:
                 chosen = [oldest]
         for seq in chosen:
             if seq.status is Status.DECODE:
-                entries.append(StepEntry(seq, [seq.last_token], seq.position, True))
+                entries.append(_decode(seq))
             elif self._prefill(entries, seq, 1) == 0:
                 continue
             seq.fed_at = self._step_index

@@ -44,7 +44,8 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     preemptions: int = 0
     fed_at: int = -1
-    """The scheduler step that last fed this sequence a token (background round robin)."""
+    """The scheduler step that last fed this background sequence a token (one beside no
+    interactive sequence is fed again after BACKGROUND_STARVE_STEPS)."""
 
     def __post_init__(self) -> None:
         self._stops = StopMatcher(self.request.stop)
