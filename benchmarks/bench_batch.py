@@ -44,7 +44,7 @@ def main() -> None:
     from outcrop.bench.runner import machine
     from outcrop.bench.serverproc import ServerProcess
     from outcrop.models.catalog import Catalog
-    from outcrop.models.store import ModelStore
+    from outcrop.models.store import model_store
     from outcrop.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -63,9 +63,7 @@ def main() -> None:
 
     settings = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
     card = Catalog().get(a.model)
-    path = ModelStore(settings.data_dir, weight_format=settings.weight_format).ensure(
-        card, progress=True
-    )
+    path = model_store(settings).ensure(card, progress=True)
     body = converse_body(PROMPT, a.max_tokens)  # the interactive clients' request
     record_bodies = [converse_body(record_prompt(i), a.max_tokens) for i in range(a.records)]
     n_ctx_per_seq = 256

@@ -36,7 +36,7 @@ from outcrop.bench.client import BedrockClient, LoadResult, RequestResult, conve
 from outcrop.bench.runner import machine
 from outcrop.bench.serverproc import ServerProcess
 from outcrop.models.catalog import Catalog
-from outcrop.models.store import ModelStore
+from outcrop.models.store import model_store
 from outcrop.settings import Settings
 
 PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
@@ -149,7 +149,7 @@ def main() -> None:
     settings = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
     data_dir = settings.data_dir
     card = Catalog().get(a.model)
-    served = ModelStore(data_dir, weight_format=settings.weight_format).ensure(card, progress=True)
+    served = model_store(settings).ensure(card, progress=True)
     binary = llama_server.binary_path(data_dir / "cache")
     if not binary.exists():
         binary = llama_server.build(data_dir / "cache", print)

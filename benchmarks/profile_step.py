@@ -28,7 +28,7 @@ from outcrop.bench.runner import machine
 from outcrop.engines.base import Finished, GenerationRequest
 from outcrop.engines.llamacpp.engine import EngineConfig, LlamaCppEngine
 from outcrop.models.catalog import Catalog
-from outcrop.models.store import ModelStore
+from outcrop.models.store import model_store
 from outcrop.settings import Settings
 
 PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
@@ -46,9 +46,7 @@ def main() -> None:
 
     settings = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
     card = Catalog().get(a.model)
-    path = ModelStore(settings.data_dir, weight_format=settings.weight_format).ensure(
-        card, progress=True
-    )
+    path = model_store(settings).ensure(card, progress=True)
     bodies = [converse_body(f"{PROMPT} Chapter {i}.", a.max_tokens) for i in range(a.sequences)]
 
     # asyncio hand-off: stamp each batch of events when the engine thread hands it over.

@@ -296,12 +296,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
-    from outcrop.models.store import ModelStore, ModelStoreError
+    from outcrop.models.store import ModelStoreError, model_store
 
     settings = settings_from_args(args, weight_format=args.weight_format)
     resolver = _resolver(settings)
     cards = [_resolve_card(resolver, m) for m in args.model_ids]  # validate all first
-    store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
+    store = model_store(settings)
     for card in cards:
         try:
             if not args.force and store.path(card) is not None:
@@ -346,11 +346,11 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from outcrop.models.catalog import to_foundation_model_summary
-    from outcrop.models.store import ModelStore
+    from outcrop.models.store import model_store
 
     settings = settings_from_args(args)
     card = _resolve_card(_resolver(settings), args.model_id)
-    store = ModelStore(settings.data_dir, weight_format=settings.weight_format)
+    store = model_store(settings)
     path = store.path(card)
     data = card.model_dump(mode="json")
     data["installed_path"] = str(path) if path else None

@@ -82,8 +82,9 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
         print(lines, file=sys.stderr)
     # "local": a new instance even when one runs on this machine (ray.init's default joins it);
     # it offers the job resources, so customization and imports run on this machine.
-    local = {"resources": dict(plan.job_resources)} if address == "local" else {}
+    local: dict = {}
     if address == "local":
+        local["resources"] = dict(plan.job_resources)
         # Its workers (replicas, the Serve proxy) at normal priority, not Ray's niceness 15:
         # the proxy starves beside engines otherwise (docs/benchmarks.md, "Ray Serve").
         os.environ.setdefault("RAY_worker_niceness", "0")

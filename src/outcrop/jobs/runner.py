@@ -275,11 +275,11 @@ class JobRunner:
                 locks.add(job.lock_key)
             try:
                 self._launch(job, kind)
-            except files.JobFailure as exc:  # the launcher's reason, for the user
-                log.warning("%s job %s: not started: %s", kind.name, job.job_id, exc)
-                self._end(job.job_id, FAILED, f"The job could not be started: {exc}", [RUNNING])
             except Exception as exc:  # noqa: BLE001 - a launch failure fails the job
-                log.exception("%s job %s: launch failed", kind.name, job.job_id)
+                if isinstance(exc, files.JobFailure):  # the launcher's reason, for the user
+                    log.warning("%s job %s: not started: %s", kind.name, job.job_id, exc)
+                else:
+                    log.exception("%s job %s: launch failed", kind.name, job.job_id)
                 self._end(job.job_id, FAILED, f"The job could not be started: {exc}", [RUNNING])
 
     def _launch(self, job: JobRow, kind: JobKind) -> None:

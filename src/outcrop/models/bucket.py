@@ -13,7 +13,6 @@ Keys: ``<prefix>/custom-models/<model-id>/<file>``, ``<prefix>/imported-models/<
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from urllib.parse import urlparse
 
 from outcrop.errors import ModelNotReadyError
 from outcrop.locations import s3_client, valid_bucket
+from outcrop.models.formats import sha256_file
 
 log = logging.getLogger("outcrop.bucket")
 
@@ -38,7 +38,7 @@ IMPORTED_MODELS = "imported-models"
 #: A failed pull is answered from memory this long: a client's automatic retries must not
 #: download a corrupt multi-GB object again and again.
 RETRY_AFTER_S = 15.0
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelBucketError(ModelNotReadyError):
@@ -62,14 +62,6 @@ def cache_path(data_dir: Path, key: str) -> Path:
     """Where a node keeps its copy of ``key``: ``<data-dir>/model-bucket/<key>`` (not under
     ``cache/``, which several data dirs may share)."""
     return Path(data_dir) / CACHE_DIR / key
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sidecar(path: Path) -> Path:
@@ -190,7 +182,7 @@ class ModelBucket:
         downloaded next to it, checked, and renamed into place. A mismatch or a failed
         download raises (ModelChecksumError / ModelBucketError) and leaves no partial file."""
         dest = Path(dest)
-        if not _SHA256.fullmatch(sha256 or ""):
+        if not SHA256.fullmatch(sha256 or ""):
             raise ModelBucketError(f"The recorded checksum of s3://{self.bucket}/{key} is invalid.")
         if verified(dest, sha256):
             return dest
@@ -282,4 +274,6 @@ def push_result(result: dict[str, Any], target: dict[str, Any] | None) -> dict[s
     local = Path(str(result["path"]))
     bucket = ModelBucket(target["bucket"], target.get("prefix") or "", target.get("endpoint_url"))
     key = bucket.key(target["folder"], target["model_id"], local.name)
-    return {**result, "bucket_key": key, "sha256": bucket.push(local, key)}
+    digest = bucket.push(local, key)
+    remember_checksum(local, digest)  # a server sharing this disk checks it by a stat
+    return {**result, "bucket_key": key, "sha256": digest}

@@ -18,6 +18,7 @@ a message naming the lost node. The runner kills the actor once the job settled.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -104,16 +105,14 @@ def apply_report(report: Mapping[str, Any], work: Path) -> None:
         shared = bool(report.get("mark")) and (work / MARK).read_text() == report["mark"]
     except OSError:
         shared = False
+    if shared:
+        return
     for name, data in (report.get("json") or {}).items():
         if data is None:
-            if not shared:
-                (work / name).unlink(missing_ok=True)
-            continue
-        if not shared:
+            (work / name).unlink(missing_ok=True)
+        else:
             files.write_json(work / name, data)
     for name, text in (report.get("text") or {}).items():
-        if shared:
-            break
         tmp = work / f".{name}.tmp-{os.getpid()}"
         tmp.write_text(text)
         os.replace(tmp, work / name)
@@ -421,7 +420,7 @@ class RayJobLauncher:
             wanted = ", ".join(f"{k}={v:g}" for k, v in demand.items())
             raise files.JobFailure(
                 f"no node of the Ray cluster offers {wanted}; start one with "
-                f"ray start --resources='{_json(self.resources)}'"
+                f"ray start --resources='{json.dumps(self.resources)}'"
             )
         inputs = gather_inputs(work, kind.inputs)
         for stale in (files.RESULT, files.ERROR):
@@ -466,9 +465,3 @@ class RayJobLauncher:
         except ValueError:
             return
         ray.kill(actor, no_restart=True)
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)

@@ -9,13 +9,13 @@ recorded as is, pulled by whichever node serves it).
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from outcrop.jobs.files import JobFailure
 from outcrop.models.bucket import (
+    SHA256,
     ModelBucket,
     ModelBucketError,
     cache_path,
@@ -25,8 +25,6 @@ from outcrop.models.bucket import (
 )
 
 log = logging.getLogger("outcrop.bucket")
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ def keep_model_file(
             or not key.strip("/")
             or ".." in key.split("/")
             or not isinstance(sha, str)
-            or not _SHA256.fullmatch(sha)
+            or not SHA256.fullmatch(sha)
         ):
             raise JobFailure(f"{what} reported an invalid model bucket key or sha256")
         if bucket is None:
