@@ -35,15 +35,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from outcrop.scale.node_env import apply_node_env  # imports no Ray
+
 SMOL = "huggingface.smollm2-135m-instruct-v1:0"
 RAY_TMP = Path(tempfile.mkdtemp(prefix="outcrop-bench-ray-"))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ["RAY_TMPDIR"] = str(RAY_TMP)
 os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# Workers (the Serve proxy among them) at normal priority, like the plain servers: by
-# default Ray starts them at niceness 15, and the proxy then starves beside two engines.
-os.environ.setdefault("RAY_worker_niceness", "0")
+apply_node_env()  # HAProxy, direct gRPC, niceness 0: as the README's `ray start` lines
+# An API replica replaced by a redeploy waits 30 s by default for HAProxy to forget it;
+# here no one needs it, and "deploy -> RUNNING" should time the engine replicas.
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 (RAY_TMP / "ray").mkdir(exist_ok=True)
 
 from outcrop.bench.client import BedrockClient, converse_body, run_load  # noqa: E402

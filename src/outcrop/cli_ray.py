@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -71,6 +70,7 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
     except ImportError:
         raise CliError(NO_RAY) from None
     from outcrop.credentials import export_lines
+    from outcrop.scale.node_env import apply_node_env
     from outcrop.scale.ray_app import build, with_shared_credentials
 
     settings = with_shared_credentials(settings)
@@ -85,9 +85,8 @@ def serve_on_ray(settings, plan, address: str) -> None:  # noqa: ANN001
     local: dict = {}
     if address == "local":
         local["resources"] = dict(plan.job_resources)
-        # Its workers (replicas, the Serve proxy) at normal priority, not Ray's niceness 15:
-        # the proxy starves beside engines otherwise (docs/benchmarks.md, "Ray Serve").
-        os.environ.setdefault("RAY_worker_niceness", "0")
+        # The new instance's nodes get what a walk-through's `ray start` lines export.
+        apply_node_env()
     ray.init(address=address, namespace="outcrop", **local)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     app = build(settings, plan)

@@ -1,16 +1,19 @@
 """outcrop on Ray Serve, as a real multi-node cluster on 127.0.0.1.
 
 ``ray.cluster_utils.Cluster`` starts a head node (API replicas, embeddings, the Serve
-controller and its only HTTP proxy), two worker nodes that offer ``outcrop_engine``:
+controller and its only HAProxy), two worker nodes that offer ``outcrop_engine``:
 SmolLM2's engine deployment runs one replica on each, and a worker node that offers
-``outcrop_training``, where customization jobs run as detached actors. boto3 talks to
-the Serve proxy, so every request crosses the ingress replica and a DeploymentHandle to
-an engine.
+``outcrop_training``, where customization jobs run as detached actors. Every node runs in
+Serve's high-throughput mode, as the README's walk-through starts them: boto3 talks to
+HAProxy, which forwards to an API replica's own HTTP server; the replica reaches an engine
+through a DeploymentHandle (direct gRPC).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
+import functools
 import json
 import os
 import shutil
@@ -21,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from outcrop.scale.node_env import apply_node_env
+
 # Before Ray is imported: nodes on 127.0.0.1 (not the host's routable address), and a
 # proxy that spreads requests over every node's replicas.
 _RAY_TMP = Path(tempfile.mkdtemp(prefix="outcrop-ray-"))
@@ -28,6 +33,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ["RAY_TMPDIR"] = str(_RAY_TMP)
 os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+apply_node_env()  # HAProxy, direct gRPC, niceness 0: as the README's `ray start` lines
+# An API replica that stops waits this long for HAProxy to forget it (30 s by default);
+# redeploying and tearing down the application here need not.
+os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
 (_RAY_TMP / "ray").mkdir(exist_ok=True)
 JOB_NODE_DIR = _RAY_TMP / "training-node"
 """The job actors' work dirs: not the API's data dir, so the job's files must travel (and
@@ -77,10 +86,28 @@ class Live:
                           max_pool_connections=64),
         )  # fmt: skip
 
-    def engine(self):
+    def ask(self, method: str, deployment: str | None = None, model_id: str | None = None):
+        """A deployment's method called from the test (SmolLM2's engine by default). Serve's
+        router runs on the caller's event loop in throughput-optimized mode, so handles are
+        used from one loop thread of the test's own."""
         from outcrop.scale.ray_app import deployment_name
 
-        return serve.get_deployment_handle(deployment_name(SMOL), app_name="outcrop")
+        async def call():
+            handle = serve.get_deployment_handle(
+                deployment or deployment_name(SMOL), app_name="outcrop"
+            )
+            if model_id:
+                handle = handle.options(multiplexed_model_id=model_id)
+            return await asyncio.wait_for(getattr(handle, method).remote(), 30)
+
+        return asyncio.run_coroutine_threadsafe(call(), _handle_loop()).result()
+
+
+@functools.cache
+def _handle_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True, name="serve-handles").start()
+    return loop
 
 
 def _ray_pids() -> set[int]:
@@ -205,8 +232,7 @@ def test_a_model_without_its_own_deployment_is_served_by_the_pool(live):
         inferenceConfig={"temperature": 0, "maxTokens": 12},
     )
     assert out["output"]["message"]["content"][0]["text"]
-    pool = serve.get_deployment_handle("EnginePool", app_name="outcrop")
-    loaded = pool.options(multiplexed_model_id=GEMMA).loaded.remote().result(timeout_s=30)
+    loaded = live.ask("loaded", "EnginePool", model_id=GEMMA)
     assert loaded == [GEMMA]
 
 
@@ -338,8 +364,7 @@ def test_a_job_outlives_the_api_replica_that_started_it(live, tmp_path):
 
 
 def test_engine_replicas_run_on_two_distinct_nodes(live):
-    handle = live.engine()
-    nodes = {handle.node.remote().result(timeout_s=30)["node_id"] for _ in range(24)}
+    nodes = {live.ask("node")["node_id"] for _ in range(24)}
     worker_ids = {w.node_id for w in live.workers}
     assert len(nodes) == 2 and nodes <= worker_ids
 
@@ -368,10 +393,9 @@ def test_a_burst_beyond_the_queue_gets_throttled_never_5xx(live):
 def _engine_running(live) -> int:
     """Sequences running or queued in the engine replicas (the router picks replicas by
     load, so a dozen probes reach both)."""
-    handle = live.engine()
     total = 0
     for _ in range(12):
-        s = handle.stats.remote().result(timeout_s=30)
+        s = live.ask("stats")
         total = max(total, s.running + s.waiting)
     return total
 
@@ -426,10 +450,9 @@ def test_killing_an_engine_node_under_load(live):
         outcomes = [pool.submit(stream_outcome, s) for s in streams]
         time.sleep(2.0)
         # The engine node with streams in flight (the router spreads them by load).
-        handle = live.engine()
         load: dict[str, int] = {}
         for _ in range(12):
-            n = handle.node.remote().result(timeout_s=30)
+            n = live.ask("node")
             load[n["node_id"]] = max(load.get(n["node_id"], 0), n["running"])
         victim = next(w for w in live.workers if w.node_id == max(load, key=load.get))
         assert load[victim.node_id] >= 1, load

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'outcrop[ray]')")
@@ -200,3 +202,19 @@ print(ok, sorted({os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in tids}))
     else:
         assert out.stdout.strip() == "False [10]"
         assert "RAY_worker_niceness=0" in out.stderr
+
+
+def test_node_env_keeps_what_the_user_set_and_names_what_is_missing(monkeypatch, caplog):
+    from outcrop.scale.node_env import NODE_ENV, apply_node_env, check_node_env
+
+    for key in NODE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_worker_niceness", "5")
+    with caplog.at_level("WARNING", logger="outcrop.scale"):
+        assert sorted(check_node_env()) == sorted(NODE_ENV)
+    assert "export RAY_SERVE_ENABLE_HA_PROXY=1" in caplog.text
+    apply_node_env()
+    assert os.environ["RAY_worker_niceness"] == "5"  # the user's, kept
+    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    caplog.clear()
+    assert check_node_env() == ["RAY_worker_niceness"]

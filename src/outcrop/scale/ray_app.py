@@ -20,6 +20,7 @@ from ray.serve import Application
 from outcrop.models.catalog import Catalog, ModelCard
 from outcrop.models.resolve import ModelResolver
 from outcrop.scale.jobs import DEFAULT_JOB_RESOURCES, RayJobLauncher
+from outcrop.scale.node_env import check_node_env
 from outcrop.scale.priority import normal_priority
 from outcrop.scale.remote import remote_factory
 from outcrop.scale.replicas import EmbeddingReplica, PooledEngineReplica, TextEngineReplica
@@ -134,6 +135,7 @@ class OutcropIngress:
         jobs: dict[str, Any] | None = None,
     ) -> None:
         normal_priority()
+        check_node_env()
         self.settings = settings
         self.hot = hot
         self.pool = pool

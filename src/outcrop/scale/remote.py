@@ -41,19 +41,24 @@ LOAD_TIMEOUT_S = 180.0
 needs free CPUs in the cluster); past it the request fails with ServiceUnavailable."""
 
 
-def _wait_for_replica(response: Any, what: str) -> Any:
-    """A remote load's answer, or an error that says why none came (runs in the model
-    manager's worker thread, never on the event loop)."""
-    from ray.exceptions import GetTimeoutError
+def _wait_for_replica(loop: asyncio.AbstractEventLoop, call: Callable[[], Any], what: str) -> Any:
+    """A remote load's answer, or an error that says why none came. Runs in the model
+    manager's worker thread; the call itself is made and awaited on the ingress's event
+    loop, the only place a handle may be used when Serve's router shares that loop
+    (``RAY_SERVE_THROUGHPUT_OPTIMIZED``)."""
 
-    try:
-        return response.result(timeout_s=LOAD_TIMEOUT_S)
-    except (GetTimeoutError, TimeoutError):
-        response.cancel()
-        raise RuntimeError(
-            f"no {what} replica started within {LOAD_TIMEOUT_S:.0f}s "
-            "(does the cluster have free CPUs for it?)"
-        ) from None
+    async def answer() -> Any:
+        response = call()
+        try:
+            return await asyncio.wait_for(response, LOAD_TIMEOUT_S)
+        except TimeoutError:
+            response.cancel()
+            raise RuntimeError(
+                f"no {what} replica started within {LOAD_TIMEOUT_S:.0f}s "
+                "(does the cluster have free CPUs for it?)"
+            ) from None
+
+    return asyncio.run_coroutine_threadsafe(answer(), loop).result()
 
 
 class ReplicaLostError(GenerationLost):
@@ -107,6 +112,7 @@ class RemoteTextEngine(TextEngine):
         card: ModelCard,
         path: Path,
         handle: Any,
+        loop: asyncio.AbstractEventLoop,
         *,
         n_ctx_per_seq: int,
         slots: int,
@@ -118,7 +124,7 @@ class RemoteTextEngine(TextEngine):
         self.model_id = card.model_id
         self.card = card
         if multiplexed:  # load it in a pool replica now, as a local manager would
-            ctx = self._load(handle, card)
+            ctx = self._load(handle, loop, card)
             n_ctx_per_seq = min(n_ctx_per_seq, ctx)
         self._vocab = Vocabulary(path)
         # As the replica's LlamaModel computes it: never past what the model was trained on.
@@ -130,9 +136,11 @@ class RemoteTextEngine(TextEngine):
         self._counters = _Counters()
 
     @staticmethod
-    def _load(handle: Any, card: ModelCard) -> int:
-        call = handle.options(multiplexed_model_id=card.model_id).load.remote(card)
-        return int(_wait_for_replica(call, "pooled engine"))
+    def _load(handle: Any, loop: asyncio.AbstractEventLoop, card: ModelCard) -> int:
+        def call() -> Any:
+            return handle.options(multiplexed_model_id=card.model_id).load.remote(card)
+
+        return int(_wait_for_replica(loop, call, "pooled engine"))
 
     # -- what the service asks synchronously: answered from the local vocabulary -------
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -215,14 +223,16 @@ class RemoteEmbeddingEngine(EmbeddingEngine):
     """An embedding model served by its own deployment; token counts come from a local
     copy of its tokenizer (chunking asks for them synchronously)."""
 
-    def __init__(self, card: ModelCard, path: Path, handle: Any) -> None:
+    def __init__(
+        self, card: ModelCard, path: Path, handle: Any, loop: asyncio.AbstractEventLoop
+    ) -> None:
         from transformers import AutoTokenizer
 
         self.model_id = card.model_id
         self.card = card
         self._handle = handle
         # The factory runs in a worker thread, so waiting here does not block the loop.
-        info = _wait_for_replica(handle.info.remote(card), "embedding")
+        info = _wait_for_replica(loop, lambda: handle.info.remote(card), "embedding")
         self.dimensions = int(info["dimensions"])
         self.max_tokens = int(info["max_tokens"])
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -266,16 +276,18 @@ class RemoteEmbeddingEngine(EmbeddingEngine):
 
 
 def remote_factory(settings: Any, routes: Callable[[ModelCard], tuple[Any, bool]], embed: Any):
-    """The ModelManager factory of an ingress replica: a remote engine per card."""
+    """The ModelManager factory of an ingress replica: a remote engine per card. Built on
+    the replica's event loop; the factory then runs in the manager's worker threads."""
+    loop = asyncio.get_running_loop()
 
     def build(card: ModelCard, path: Path):  # noqa: ANN202
         started = time.perf_counter()
         if card.engine == "sentence-transformers":
-            engine: Any = RemoteEmbeddingEngine(card, path, embed)
+            engine: Any = RemoteEmbeddingEngine(card, path, embed, loop)
         else:
             handle, multiplexed = routes(card)
             engine = RemoteTextEngine(
-                card, path, handle,
+                card, path, handle, loop,
                 n_ctx_per_seq=min(settings.n_ctx, card.context_length or settings.n_ctx),
                 slots=settings.max_batch, max_queue=settings.max_queue, multiplexed=multiplexed,
             )  # fmt: skip
