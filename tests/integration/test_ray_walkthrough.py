@@ -176,8 +176,9 @@ class Walkthrough:
         self.seen: dict[int, psutil.Process] = {}
         self.serve: subprocess.Popen | None = None
         self.serve_log = tmp / "outcrop-serve.log"
-        self.address = ""
+        self.address = ""  # HEAD_IP:port, as the head's `ray start` printed it
         self.http_port = 0
+        self.head_env: dict[str, str] = {}
 
     def env(self, node: str, exports: dict[str, str], ports: dict[str, int]) -> dict[str, str]:
         home = self.tmp / f"{node}-home"
