@@ -26,6 +26,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--ingress-replicas", type=int, default=None, help="--ray: API replicas")
     p.add_argument(
+        "--ingress-resources", type=json.loads, default=None, metavar="JSON",
+        help="--ray: custom resources an API replica needs (default: the head node; "
+        "'{}' lets Serve place them on any node)",
+    )  # fmt: skip
+    p.add_argument(
         "--engine-replicas", default=None, metavar="MIN[:MAX]",
         help="--ray: autoscaling bounds of each hot model's engine replicas",
     )  # fmt: skip
@@ -55,6 +60,8 @@ def plan_from_args(args: argparse.Namespace, preload: list[str]):  # noqa: ANN20
             raise CliError(
                 f"--engine-replicas: expected MIN[:MAX], got {args.engine_replicas}"
             ) from None
+    if args.ingress_resources is not None:
+        plan.ingress_resources = dict(args.ingress_resources)
     if args.engine_resources is not None:
         plan.engine_resources = dict(args.engine_resources)
     if args.job_resources is not None:

@@ -218,3 +218,18 @@ def test_node_env_keeps_what_the_user_set_and_names_what_is_missing(monkeypatch,
     assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     caplog.clear()
     assert check_node_env() == ["RAY_worker_niceness"]
+
+
+def test_api_replicas_stay_on_the_head_node_unless_told_otherwise():
+    """The README's walk-through puts the API replicas on the head: one elsewhere would take
+    part of an engine node's cores, and an engine that reserves them all would never fit."""
+    import argparse
+
+    from outcrop.cli_ray import add_serve_arguments, plan_from_args
+
+    assert RayPlan().ingress_resources == {"node:__internal_head__": 0.001}
+    p = argparse.ArgumentParser()
+    add_serve_arguments(p)
+    assert plan_from_args(p.parse_args([]), []).ingress_resources == RayPlan().ingress_resources
+    spread = plan_from_args(p.parse_args(["--ingress-resources", "{}"]), [])
+    assert spread.ingress_resources == {}

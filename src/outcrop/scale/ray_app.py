@@ -28,6 +28,9 @@ from outcrop.settings import Settings
 
 log = logging.getLogger("outcrop.scale")
 
+HEAD_NODE = {"node:__internal_head__": 0.001}
+"""Resources that place an actor on the head node (Ray's own state actors use this)."""
+
 
 @dataclass
 class RayPlan:
@@ -38,8 +41,10 @@ class RayPlan:
     ingress_replicas: int = 2
     ingress_cpus: float = 0.25
     """Logical CPUs an API replica reserves (it mostly waits on engines)."""
-    ingress_resources: dict[str, float] = field(default_factory=dict)
-    """Custom resources an API replica needs (keep it off nodes that may go away)."""
+    ingress_resources: dict[str, float] = field(default_factory=lambda: dict(HEAD_NODE))
+    """Custom resources an API replica needs. By default the head node, where clients and
+    the Serve controller are: an API replica elsewhere would take part of the cores an
+    engine node offers, and an engine replica that reserves all of them would never fit."""
     engine_min_replicas: int = 1
     engine_max_replicas: int = 2
     engine_resources: dict[str, float] = field(default_factory=dict)
