@@ -196,7 +196,7 @@ class JobRunner:
                 self.kinds[job.kind],
                 Path(job.work_dir or "."),
                 owner_dead=_owner_dead(job.owner, self.owner),
-            )  # fmt: skip
+            )
             for job in jobs
             if self.kinds[job.kind].executor == "process"
         ]

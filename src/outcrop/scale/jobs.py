@@ -3,9 +3,11 @@ resource, watched by whichever API replica's JobRunner owns it.
 
 The actor (``outcrop-job-<jobId>`` in the ``outcrop`` namespace) receives the job's input
 files as bytes, writes them into a work dir on its own node and runs the same worker
-module there (``python -m MODULE WORK_DIR``). The runner polls it: the exit code plus
-what the worker reported (progress, result, error, the kind's small logs) is written
-into the job's local work dir, so the runner settles it exactly as a local worker.
+module there (``python -m MODULE WORK_DIR``; with ``--model-bucket`` the worker pushes
+its model file from there, as a local one does). The runner polls it: the exit code plus
+what the worker reported (progress, result, error, the kind's small logs, and the node in
+``node.json``) is written into the job's local work dir, so the runner settles it exactly
+as a local worker.
 
 Detached, so it outlives the API replica that started it: a replica starting after its
 predecessor died re-attaches by name instead of starting the job again, and a replica
