@@ -350,7 +350,8 @@ def test_a_gguf_import_runs_on_the_training_node_and_its_model_serves(live):
     from outcrop.models.store import ModelStore
     from tests.conftest import models_data_dir
 
-    gguf = ModelStore(models_data_dir()).original_path(Catalog().get(SMOL))
+    # The file outcrop serves SmolLM2 from: already in a fast format, nothing to convert.
+    gguf = ModelStore(models_data_dir(), weight_format="auto").path(Catalog().get(SMOL))
     assert gguf is not None, "conftest pulls SmolLM2 first"
     live.s3.upload_file(str(gguf), "models", "sources/smol/model.gguf")
     bedrock = boto3.client(
