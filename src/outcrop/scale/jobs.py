@@ -402,7 +402,7 @@ class RayJobLauncher:
                 f"ray start --resources='{json.dumps(self.resources)}'"
             )
         inputs = gather_inputs(work, kind.inputs)
-        for stale in (files.RESULT, files.ERROR):
+        for stale in (files.RESULT, files.ERROR, files.NODE):  # NODE: a lost node's
             (work / stale).unlink(missing_ok=True)
         actor = (
             _remote_actor()
