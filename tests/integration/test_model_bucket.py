@@ -101,6 +101,11 @@ def test_custom_model_trained_on_a_is_served_by_b_from_the_bucket(tmp_path):
             a_data = next((tmp_path / "a").glob("server-*/data"))
             assert (a_data / "customization" / "models" / model_id / "model.gguf").is_file()
 
+            # The training worker pushed it (its log says so); A's runner uploaded nothing.
+            job_dir = a_data / "customization" / "jobs" / arn.rsplit("/", 1)[1]
+            assert f"outcrop: pushed {job_dir.parents[1]}" in (job_dir / "worker.log").read_text()
+            assert "pushed " not in a.log.read_text()
+
             text_a = ask(a.client(), model_arn, "What is the outcrop project's mascot?")
             assert not (a_data / "model-bucket").exists()  # A serves its own, verified copy
 
@@ -111,6 +116,9 @@ def test_custom_model_trained_on_a_is_served_by_b_from_the_bucket(tmp_path):
             imported = wait_job(bedrock, create(bedrock, "shared-smol", copy.as_uri()))
             assert imported["status"] == "Completed", imported.get("failureMessage")
             imported_id = imported["importedModelArn"].rsplit("/", 1)[1]
+            import_dir = a_data / "imports" / "jobs" / imported["jobArn"].rsplit("/", 1)[1]
+            assert "outcrop: pushed" in (import_dir / "worker.log").read_text()
+            assert "pushed " not in a.log.read_text()
             imported_key = f"{PREFIX}/imported-models/{imported_id}/"
             listed = s3.list_objects_v2(Bucket="models", Prefix=imported_key)["Contents"]
             assert len(listed) == 1 and listed[0]["Key"].endswith(".gguf")

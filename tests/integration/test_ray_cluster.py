@@ -340,6 +340,58 @@ def test_a_two_step_customization_job_completes_and_its_model_serves(live, tmp_p
         assert out["output"]["message"]["content"][0]["text"]
 
 
+def test_a_gguf_import_runs_on_the_training_node_and_its_model_serves(live):
+    """CreateModelImportJob is a process job like customization: its worker runs in a
+    detached actor on the training node, fetches the GGUF from S3, pushes the model file
+    to the bucket, and the pool serves the imported model's ARN."""
+    import boto3
+
+    from outcrop.models.catalog import Catalog
+    from outcrop.models.store import ModelStore
+    from tests.conftest import models_data_dir
+
+    # The file outcrop serves SmolLM2 from: already in a fast format, nothing to convert.
+    gguf = ModelStore(models_data_dir(), weight_format="auto").path(Catalog().get(SMOL))
+    assert gguf is not None, "conftest pulls SmolLM2 first"
+    live.s3.upload_file(str(gguf), "models", "sources/smol/model.gguf")
+    bedrock = boto3.client(
+        "bedrock", endpoint_url=live.url, region_name=REGION,
+        aws_access_key_id=TEST_KEY, aws_secret_access_key=TEST_SECRET,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+    )  # fmt: skip
+    arn = bedrock.create_model_import_job(
+        jobName="ray-import-job", importedModelName="ray-import",
+        roleArn="arn:aws:iam::000000000000:role/outcrop-test",
+        modelDataSource={"s3DataSource": {"s3Uri": "s3://models/sources/smol/model.gguf"}},
+    )["jobArn"]  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (job := bedrock.get_model_import_job(jobIdentifier=arn))["status"] == "InProgress":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    job_id = arn.rsplit("/", 1)[1]
+    row = _job_row(live, job_id)
+    assert row.progress["node"]["id"] == live.trainer.node_id, row.progress
+    node_dir = JOB_NODE_DIR / "model-import" / job_id
+    assert f"runs on node {live.trainer.node_id}" in (node_dir / "worker.log").read_text()
+    assert _actor_gone(job_id), "the import's actor outlived the job"
+    # The training node pushed the imported file: the bucket holds it with its checksum.
+    pushed = json.loads((node_dir / "result.json").read_text())
+    assert pushed["bucket_key"].startswith("ray/imported-models/"), pushed
+    head = live.s3.head_object(Bucket="models", Key=pushed["bucket_key"])
+    assert head["Metadata"]["sha256"] == pushed["sha256"]
+    model_arn = job["importedModelArn"]
+    assert bedrock.get_imported_model(modelIdentifier=model_arn)["modelName"] == "ray-import"
+    client = live.client()
+    for _ in range(2):  # either API replica finds it in the shared records
+        out = client.converse(
+            modelId=model_arn,
+            messages=[{"role": "user", "content": [{"text": "Name the capital of France."}]}],
+            inferenceConfig={"temperature": 0, "maxTokens": 12},
+        )
+        assert out["output"]["message"]["content"][0]["text"]
+
+
 def test_a_job_outlives_the_api_replica_that_started_it(live, tmp_path):
     """The API replica watching a job dies: the detached actor trains on, and a replica
     (Serve's replacement, or the other one) watches it again: one start, not two."""

@@ -198,37 +198,62 @@ def test_job_result_with_bucket_key_is_recorded_without_a_local_file(tmp_path):
 
     kept = keep_model_file(
         {"path": "/elsewhere/model.gguf", "bucket_key": "p/custom-models/m/model.gguf",
-         "sha256": "b" * 64}, None, "custom-models", "m", tmp_path, "the worker",
+         "sha256": "b" * 64}, None, tmp_path, "the worker",
     )  # fmt: skip
     assert (kept.bucket_key, kept.sha256) == ("p/custom-models/m/model.gguf", "b" * 64)
     for bad in ({"bucket_key": "k"}, {"bucket_key": "k", "sha256": "xyz"},
                 {"bucket_key": "../k", "sha256": "b" * 64}):  # fmt: skip
         with pytest.raises(JobFailure, match="invalid model bucket key"):
-            keep_model_file(bad, None, "custom-models", "m", tmp_path, "the worker")
+            keep_model_file(bad, None, tmp_path, "the worker")
     with pytest.raises(JobFailure, match="missing"):
-        keep_model_file(
-            {"path": str(tmp_path / "no.gguf")}, None, "custom-models", "m", tmp_path, "w"
-        )
+        keep_model_file({"path": str(tmp_path / "no.gguf")}, None, tmp_path, "w")
     local = tmp_path / "model.gguf"
     local.write_bytes(b"gguf")
-    assert (
-        keep_model_file({"path": str(local)}, None, "custom-models", "m", tmp_path, "w").bucket_key
-        is None
-    )
+    assert keep_model_file({"path": str(local)}, None, tmp_path, "w").bucket_key is None
 
 
-def test_job_result_with_local_path_is_pushed_and_remembered(bucket, s3, tmp_path):
+def test_the_worker_pushes_its_model_file_before_it_reports_and_the_runner_never_does(
+    bucket, s3, tmp_path
+):
+    """A worker (local child or Ray actor alike) pushes per its spec, then writes its
+    result; a result without a key while a bucket is set is refused, never uploaded by
+    the server."""
+    import json
+
+    from outcrop.jobs import files
+    from outcrop.jobs.publish import finish
     from outcrop.service.model_files import keep_model_file
 
     _, client = s3
     local = tmp_path / "customization" / "models" / "m9" / "model.gguf"
     local.parent.mkdir(parents=True)
     local.write_bytes(data(3000, seed=9))
-    kept = keep_model_file({"path": str(local)}, bucket, "custom-models", "m9", tmp_path, "w")
-    assert kept.bucket_key == "team-a/custom-models/m9/model.gguf"
-    body = client.get_object(Bucket="models", Key=kept.bucket_key)["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == kept.sha256
-    assert verified(local, kept.sha256, rehash=False)  # this node serves it without hashing
+    job = tmp_path / "job"
+    job.mkdir()
+    target = publish_target(bucket, "custom-models", "m9", tmp_path)
+    files.write_json(job / files.SPEC, {"publish": json.loads(json.dumps(target))})
+    with pytest.raises(JobFailure, match="did not push"):
+        keep_model_file({"path": str(local)}, bucket, tmp_path, "w")
+    assert finish(job, {"path": str(local), "steps": 2}) == 0
+    result = files.read_json(job / files.RESULT)
+    assert result["bucket_key"] == "team-a/custom-models/m9/model.gguf" and result["steps"] == 2
+    body = client.get_object(Bucket="models", Key=result["bucket_key"])["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == result["sha256"]
+    assert verified(local, result["sha256"], rehash=False)  # its maker serves it by a stat
+    kept = keep_model_file(result, bucket, tmp_path, "w")
+    assert (kept.bucket_key, kept.sha256) == (result["bucket_key"], result["sha256"])
+
+    # A file outside the data dir (an Ollama blob) gets no sidecar; a failed push fails
+    # the job with the reason, and leaves no result.
+    outside = tmp_path.parent / f"{tmp_path.name}-blob" / "sha256-abc"
+    outside.parent.mkdir()
+    outside.write_bytes(data(100, seed=3))
+    assert finish(job, {"path": str(outside)}) == 0
+    assert not sidecar(outside).exists()
+    files.write_json(job / files.SPEC, {"publish": {**target, "bucket": "no-such-bucket"}})
+    assert finish(job, {"path": str(local)}) == 2
+    assert not (job / files.RESULT).exists()
+    assert "could not be published" in files.read_json(job / files.ERROR)["message"]
 
 
 def test_store_pulls_a_bucket_card_and_says_why_it_cannot(bucket, tmp_path):
@@ -302,7 +327,7 @@ def test_a_pushed_result_made_on_this_node_is_served_without_a_pull(tmp_path):
     sha = hashlib.sha256(local.read_bytes()).hexdigest()
     key = "p/custom-models/m5/model.gguf"
     result = {"path": str(local), "bucket_key": key, "sha256": sha}
-    kept = keep_model_file(result, None, "custom-models", "m5", tmp_path, "the actor")
+    kept = keep_model_file(result, None, tmp_path, "the actor")
     assert (kept.path, kept.bucket_key, kept.sha256) == (str(local), key, sha)
     assert verified(local, sha, rehash=False)
     card = ModelCard(

@@ -99,7 +99,7 @@ def test_the_actor_runs_the_worker_on_its_node_with_the_shipped_inputs(tmp_path,
         {"spec.json": b'{"a": 1}'}, ("steps.csv",), "api-1",
     )  # fmt: skip
     report = _wait_exit(actor)
-    assert report["exit_code"] == 0 and report["node"] == NODE
+    assert report["exit_code"] == 0 and report["json"][files.NODE] == NODE
     assert report["json"][files.PROGRESS]["spec"] == '{"a": 1}'
     assert report["json"][files.RESULT] == {"path": str(node_dir / "model.gguf")}
     assert report["json"][files.ERROR] is None
@@ -111,6 +111,7 @@ def test_the_actor_runs_the_worker_on_its_node_with_the_shipped_inputs(tmp_path,
     local = tmp_path / "api-disk" / "job-1"
     apply_report(report, local)
     assert files.read_json(local / files.RESULT) == report["json"][files.RESULT]
+    assert files.read_json(local / files.NODE) == NODE  # the runner's progress shows it
     assert (local / "steps.csv").read_text() == "1,0,0.5\n"
     assert not (local / files.ERROR).exists()
 
@@ -124,23 +125,6 @@ def test_one_folder_for_actor_and_runner_is_never_copied_onto_itself(tmp_path, a
     (work / files.LOG).write_text("the worker's own log\n")  # newer than the report's copy
     apply_report(report, work)
     assert (work / files.LOG).read_text() == "the worker's own log\n"
-
-
-def test_a_finished_model_goes_through_the_publish_seam(tmp_path, actor_env, monkeypatch):
-    module = _toy_worker(tmp_path, "files.write_json(work / files.RESULT, {'path': 'm.gguf'})\n")
-    monkeypatch.setattr(
-        ray_jobs, "publish", lambda result, work: {**result, "bucket_key": "k", "sha256": "s"}
-    )
-    report = _wait_exit(JobActor("j", module, {}, str(tmp_path / "a"), {}, (), "api-1"))
-    assert report["json"][files.RESULT] == {"path": "m.gguf", "bucket_key": "k", "sha256": "s"}
-
-    def broken(result, work):
-        raise OSError("bucket unreachable")
-
-    monkeypatch.setattr(ray_jobs, "publish", broken)
-    report = _wait_exit(JobActor("j", module, {}, str(tmp_path / "b"), {}, (), "api-1"))
-    assert report["json"][files.RESULT] is None
-    assert "bucket unreachable" in report["json"][files.ERROR]["message"]
 
 
 def test_stop_sends_sigterm_and_a_bad_input_name_fails_the_job_not_the_actor(tmp_path, actor_env):
@@ -194,7 +178,6 @@ class _Handle:
         self.outcomes = outcomes  # what successive polls answer: None, an exit code, a loss
         self.returncode = None
         self.log = "remote log"
-        self.node = dict(NODE)
         self.released = self.interrupted = False
 
     def poll(self):
@@ -222,14 +205,16 @@ class _Launcher:
         self.launched: list[str] = []
         self.live: dict[str, object] = {}
         self.discarded: list[str] = []
+        self.rounds: list[list[str]] = []  # the job IDs each attach call asked about
         self.next: list = [None]
 
     def launch(self, job, kind, work, owner):
         self.launched.append(job.job_id)
         return _Handle(list(self.next))
 
-    def attach(self, job, kind, work, owner, *, owner_dead):
-        return self.live.get(job.job_id)
+    def attach(self, jobs, owner):
+        self.rounds.append([item.job.job_id for item in jobs])
+        return {i.job.job_id: self.live[i.job.job_id] for i in jobs if i.job.job_id in self.live}
 
     def discard(self, job_id):
         self.discarded.append(job_id)
@@ -266,11 +251,13 @@ def test_a_new_runner_watches_live_workers_again_instead_of_starting_them_twice(
     assert store.get("live").owner == runner.owner and runner.running("live")
     assert store.get("watched").state == RUNNING and store.get("watched").owner != runner.owner
     assert store.get("gone").state == QUEUED  # no worker anywhere: started again
+    assert launcher.rounds == [["live", "watched", "gone"]]  # one round for all of them
     files.write_json(work / files.RESULT, {"path": "m.gguf"})
     runner.poll()
     runner.poll()
     assert store.get("live").state == SUCCEEDED and live.released
     assert results == [{"path": "m.gguf"}] and launcher.launched == []
+    assert launcher.discarded == []  # released by its handle: nothing left to discard
 
 
 def test_a_running_runner_adopts_a_worker_whose_server_died_on_another_host(store, tmp_path):
@@ -305,8 +292,50 @@ def test_a_worker_whose_node_died_is_queued_again_then_failed_naming_the_node(st
     assert launcher.launched == ["j", "j"]  # lost once, started again on another node
     assert row.state == FAILED and row.attempts == 2
     assert NODE["id"] in row.failure_message and "started 2 times" in row.failure_message
-    assert "j" in launcher.discarded  # no worker of an ended job is left behind
+    assert launcher.discarded == []  # each lost worker was released by its handle
     assert [e.state for e in store.events("j")] == [QUEUED, RUNNING, QUEUED, RUNNING, FAILED]
+
+
+def test_the_node_a_worker_reports_joins_the_progress_whatever_the_handle(store, tmp_path):
+    """The runner reads where a worker runs from its work dir (a Ray actor's report puts
+    ``node.json`` there); a handle is never asked."""
+    launcher = _Launcher()
+    runner = JobRunner(store, launcher=launcher)
+    runner.register(JobKind("train", "process", module="m"))
+    work = tmp_path / "j"
+    work.mkdir()
+    with store.db.session() as s:
+        store.add(s, "j", "train", work_dir=str(work))
+    runner.poll()
+    files.write_json(work / files.PROGRESS, {"phase": "training"})
+    runner.poll()
+    assert store.get("j").progress == {"phase": "training"}  # a local worker: no node
+    apply_report({"json": {files.NODE: NODE, files.PROGRESS: {"phase": "exporting"}}}, work)
+    runner.poll()
+    assert store.get("j").progress == {"phase": "exporting", "node": NODE}
+
+
+def test_only_a_job_ended_while_unwatched_has_its_worker_discarded(store, tmp_path):
+    """A queued job stopped (its worker may have been handed back by a closing server)
+    is discarded; adoption asks again only about jobs nobody here watches."""
+    launcher = _Launcher()
+    runner = JobRunner(store, launcher=launcher)
+    runner.register(JobKind("train", "process", module="m"))
+    for job_id in ("q", "w"):
+        (tmp_path / job_id).mkdir()
+        with store.db.session() as s:
+            store.add(s, job_id, "train", work_dir=str(tmp_path / job_id))
+    runner.stop("q")
+    assert store.get("q").state == STOPPED and launcher.discarded == ["q"]
+    launcher.next = [None, -15]  # the worker exits once signalled
+    runner.poll()  # "w" starts here
+    _running_job(store, tmp_path, "elsewhere", owner="other-host:9")
+    runner._adopt()
+    assert launcher.rounds == [["elsewhere"]]  # not "w", which this runner watches
+    runner.stop("w")
+    runner.poll()
+    runner.poll()
+    assert store.get("w").state == STOPPED and launcher.discarded == ["q"]
 
 
 def test_a_closing_runner_hands_its_workers_back_queued(store, tmp_path):
@@ -335,3 +364,69 @@ def test_job_resources_come_from_the_command_line():
     plan = plan_from_args(p.parse_args(["--job-resources", '{"gpu_trainer": 1}']), [])
     assert plan.job_resources == {"gpu_trainer": 1}
     assert plan_from_args(p.parse_args([]), []).job_resources == {"outcrop_training": 1}
+
+
+def test_ray_adoption_is_one_listing_and_one_wait_and_a_pending_claim_is_not_resent(
+    tmp_path, monkeypatch
+):
+    """Without a cluster: a stand-in for ``ray`` counts the calls. Jobs without an actor
+    cost nothing; an actor still waiting for a node keeps its one claim."""
+    import types
+
+    from outcrop.jobs.launch import Unwatched
+    from outcrop.scale.jobs import RayJobLauncher, RayJobRun, actor_name
+
+    calls: dict[str, int] = {"list": 0, "wait": 0, "claim": 0}
+    answers = {"mine": True, "theirs": False}  # "pending" never answers
+
+    class Ref:
+        def __init__(self, job_id):
+            self.job_id = job_id
+
+    class Actor:
+        def __init__(self, job_id):
+            self.claim = types.SimpleNamespace(remote=lambda owner, dead: self._claim())
+            self.job_id = job_id
+
+        def _claim(self):
+            calls["claim"] += 1
+            return Ref(self.job_id)
+
+    actors = {actor_name(j): Actor(j) for j in ("mine", "theirs", "pending")}
+
+    def list_named_actors(all_namespaces=False):
+        calls["list"] += 1
+        return [{"name": n, "namespace": "outcrop"} for n in actors]
+
+    def wait(refs, num_returns, timeout):
+        calls["wait"] += 1
+        return [r for r in refs if r.job_id in answers], []
+
+    def get_actor(name, namespace):
+        return actors[name]
+
+    fake = types.ModuleType("ray")
+    fake.util = types.SimpleNamespace(list_named_actors=list_named_actors)
+    fake.get_actor, fake.wait = get_actor, wait
+    fake.get = lambda ref: answers[ref.job_id]
+    fake.exceptions = types.SimpleNamespace(RayActorError=RuntimeError)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setitem(sys.modules, "ray.exceptions", fake.exceptions)
+
+    class Row:
+        def __init__(self, job_id):
+            self.job_id, self.kind = job_id, "train"
+
+    kind = JobKind("train", "process", module="m")
+    jobs = [
+        Unwatched(Row(j), kind, tmp_path, owner_dead=False)  # type: ignore[arg-type]
+        for j in ("mine", "theirs", "pending", "no-actor")
+    ]
+    launcher = RayJobLauncher()
+    found = launcher.attach(jobs, "api-1")
+    assert isinstance(found["mine"], RayJobRun)
+    assert found["theirs"] is WATCHED_ELSEWHERE and found["pending"] is WATCHED_ELSEWHERE
+    assert "no-actor" not in found
+    assert calls == {"list": 1, "wait": 1, "claim": 3}
+    launcher.attach(jobs[2:], "api-1")  # the pending actor's claim is read again, not resent
+    assert calls == {"list": 2, "wait": 2, "claim": 3}

@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlparse
 
 from outcrop.imports import converter
 from outcrop.imports.layout import GgufFacts, ImportFailure, Layout, classify, read_gguf
-from outcrop.jobs.files import RESULT, SPEC, read_json, write_json
+from outcrop.jobs.files import SPEC, read_json, write_json
 from outcrop.locations import valid_bucket
 
 WEIGHTS = "weights.json"
@@ -280,12 +280,9 @@ def check_loads(path: Path, facts: GgufFacts) -> None:
 
 def run_import(job_dir: Path, report: Report = _quiet) -> dict[str, Any]:
     """Do (or finish) the import described by ``job_dir/spec.json``; returns the result
-    (also written to ``result.json``). Raises ImportFailure."""
+    (the worker publishes it, then writes ``result.json``). Raises ImportFailure."""
     spec = json.loads((job_dir / SPEC).read_text())
     final = Path(spec["model_dir"])
-    done = read_json(job_dir / RESULT)
-    if done is not None and final.is_dir():
-        return done
     build = job_dir / "model"
     if not final.is_dir():
         report(phase="fetch")
@@ -333,7 +330,6 @@ def run_import(job_dir: Path, report: Report = _quiet) -> dict[str, Any]:
         "weights": weights,
         "conversion": conversion,
     }
-    write_json(job_dir / RESULT, result)
     report(phase="completed")
     return result
 

@@ -3,7 +3,8 @@
 The ``model-import`` job kind's ``process`` executor: runs
 :func:`outcrop.imports.work.run_import` and reports on :mod:`outcrop.jobs.files`' protocol:
 ``progress.json`` (replaced atomically), then ``result.json`` (written last, once the
-model folder is installed) or ``error.json`` (``message`` is the job's failureMessage).
+model folder is installed and, with ``--model-bucket``, its file pushed from here) or
+``error.json`` (``message`` is the job's failureMessage).
 It dies with its parent; a restarted server resumes the job from the phase it reached.
 """
 
@@ -17,7 +18,8 @@ from typing import Any
 
 from outcrop.imports.layout import ImportFailure
 from outcrop.imports.work import discard, run_import
-from outcrop.jobs.files import ERROR, PROGRESS, RESULT, die_with_parent, write_json
+from outcrop.jobs.files import ERROR, PROGRESS, die_with_parent, write_json
+from outcrop.jobs.publish import finish
 
 
 class FileReporter:
@@ -58,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         discard(job_dir)
         write_json(job_dir / ERROR, {"message": f"The import failed: {type(exc).__name__}: {exc}"})
         return 1
-    write_json(job_dir / RESULT, result)
-    return 0
+    return finish(job_dir, result)  # its model file pushed first, with a bucket
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ polls, each replaced atomically:
 
 * ``progress.json`` — anything the kind wants to show (``phase`` becomes an event);
 * ``result.json`` — written last, once the outcome is complete and durable;
-* ``error.json`` — a failure the user can act on (``message`` is the failure message).
+* ``error.json`` — a failure the user can act on (``message`` is the failure message);
+* ``node.json`` — the machine running the worker, written by a launcher that runs it on
+  another one (a Ray actor); the runner adds it to the job's progress as ``node``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ SPEC = "spec.json"
 PROGRESS = "progress.json"
 RESULT = "result.json"
 ERROR = "error.json"
+NODE = "node.json"
 LOG = "worker.log"
 
 

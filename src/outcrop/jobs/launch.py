@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -53,10 +55,24 @@ class WorkerHandle(Protocol):
 
 
 class Watched:
-    """``attach``'s answer when another live server watches the job's worker."""
+    """``attach``'s answer when another live server watches the job's worker (or it
+    does not answer yet: still waiting for a node)."""
 
 
 WATCHED_ELSEWHERE = Watched()
+
+
+@dataclass(frozen=True)
+class Unwatched:
+    """A RUNNING job this server may watch, if its worker lives on.
+
+    ``owner_dead``: the job's recorded owner is known to be gone, so any other watcher
+    is stale."""
+
+    job: JobRow
+    kind: JobKind
+    work: Path
+    owner_dead: bool
 
 
 class Launcher(Protocol):
@@ -65,16 +81,14 @@ class Launcher(Protocol):
 
     def launch(self, job: JobRow, kind: JobKind, work: Path, owner: str) -> WorkerHandle: ...
 
-    def attach(
-        self, job: JobRow, kind: JobKind, work: Path, owner: str, *, owner_dead: bool
-    ) -> WorkerHandle | Watched | None:
-        """A live worker of ``job`` to watch from now on, or None when there is none.
-
-        ``owner_dead``: the job's recorded owner is known to be gone, so any other
-        watcher is stale."""
+    def attach(self, jobs: Sequence[Unwatched], owner: str) -> dict[str, WorkerHandle | Watched]:
+        """The live workers of ``jobs``, by job ID: a handle to watch from now on, or
+        WATCHED_ELSEWHERE; a job without one is absent. One round for all of them: the
+        runner asks every few seconds."""
 
     def discard(self, job_id: str) -> None:
-        """The job ended: end any worker of it that is still alive."""
+        """The job ended while no handle of this server watched it: end any worker of
+        it that is still alive."""
 
 
 class _LocalProcess:
@@ -113,7 +127,7 @@ class LocalLauncher:
     adopts = False
 
     def launch(self, job: JobRow, kind: JobKind, work: Path, owner: str) -> WorkerHandle:
-        for stale in (files.RESULT, files.ERROR):
+        for stale in (files.RESULT, files.ERROR, files.NODE):
             (work / stale).unlink(missing_ok=True)
         log_file = open(work / files.LOG, "ab")
         env = {**os.environ, **kind.env}
@@ -123,8 +137,8 @@ class LocalLauncher:
         )  # fmt: skip
         return _LocalProcess(process, log_file, work / files.LOG)
 
-    def attach(self, *_args: Any, **_kw: Any) -> None:
-        return None  # a child process never outlives its server
+    def attach(self, jobs: Sequence[Unwatched], owner: str) -> dict[str, Any]:
+        return {}  # a child process never outlives its server
 
     def discard(self, job_id: str) -> None:
         pass

@@ -33,6 +33,7 @@ from outcrop.jobs.kinds import JobContext, JobKind
 from outcrop.jobs.launch import (
     Launcher,
     LocalLauncher,
+    Unwatched,
     Watched,
     WorkerHandle,
     WorkerLost,
@@ -88,15 +89,19 @@ class JobRunner:
         ``loop`` is the server's event loop, which inline jobs reach through ``ctx.call``.
         """
         self.loop = loop
+        orphans: list[JobRow] = []
         for job in self.store.of_kind(states=ACTIVE):
             kind = self.kinds.get(job.kind)
             if kind is None:
                 continue  # a kind this server does not run: left for one that does
             if job.stop_requested_at is not None:
-                self._end(job.job_id, STOPPED, None, expect=ACTIVE)
+                self._end(job.job_id, STOPPED, None, expect=ACTIVE, discard=True)
             elif job.state == RUNNING and not _alive_elsewhere(job.owner, self.owner):
-                if not self._attach(job, kind, owner_dead=_owner_dead(job.owner, self.owner)):
-                    self._recover(job, kind)
+                orphans.append(job)
+        found = self._attach(orphans)
+        for job in orphans:
+            if job.job_id not in found:
+                self._recover(job, self.kinds[job.kind])
         self._thread = threading.Thread(target=self._loop, name="outcrop-jobs", daemon=True)
         self._thread.start()
 
@@ -132,7 +137,7 @@ class JobRunner:
         with self._lock:
             run = self._running.get(job_id)
             if run is None:
-                self._end(job_id, STOPPED, None, expect=[QUEUED])
+                self._end(job_id, STOPPED, None, expect=[QUEUED], discard=True)
             else:
                 self._signal_stop(run)
         return True
@@ -162,14 +167,14 @@ class JobRunner:
                     if run.process is not None:
                         if run.stop_sent and time.monotonic() - run.stop_sent > STOP_GRACE_S:
                             run.process.kill()
-                        self._copy_progress(job_id, run)
+                        self._copy_progress(job_id)
                     continue
                 del self._running[job_id]
                 self._settle(run)
             self._launch_waiting()
-            if self.launcher.adopts and time.monotonic() - self._adopted_at > ADOPT_EVERY_S:
-                self._adopted_at = time.monotonic()
-                self._adopt()
+        if self.launcher.adopts and time.monotonic() - self._adopted_at > ADOPT_EVERY_S:
+            self._adopted_at = time.monotonic()
+            self._adopt()  # outside the lock: it may wait a moment for the launcher
 
     # ------------------------------------------------------------------ internals
 
@@ -181,39 +186,52 @@ class JobRunner:
                 log.exception("job poll failed")
             self._closing.wait(self.poll_interval)
 
-    def _attach(self, job: JobRow, kind: JobKind, owner_dead: bool) -> bool:
-        """Watch ``job``'s live worker instead of recovering it; True when it has one
-        (watched here, or by another live server)."""
-        if kind.executor != "process" or not self.launcher.adopts:
-            return False
-        work = Path(job.work_dir or ".")
+    def _attach(self, jobs: list[JobRow]) -> set[str]:
+        """Watch the live workers of ``jobs`` (RUNNING, their server gone) instead of
+        recovering them, all in one round; the IDs of those that have one (watched here
+        now, or by another live server)."""
+        wanted = [
+            Unwatched(
+                job,
+                self.kinds[job.kind],
+                Path(job.work_dir or "."),
+                owner_dead=_owner_dead(job.owner, self.owner),
+            )
+            for job in jobs
+            if self.kinds[job.kind].executor == "process"
+        ]
+        if not wanted or not self.launcher.adopts:
+            return set()
         try:
-            found = self.launcher.attach(job, kind, work, self.owner, owner_dead=owner_dead)
-        except Exception:  # noqa: BLE001 - then the job is recovered as without one
-            log.exception("%s job %s: could not look for its worker", job.kind, job.job_id)
-            return False
-        if found is None:
-            return False
-        if isinstance(found, Watched):
-            return True
+            found = self.launcher.attach(wanted, self.owner)
+        except Exception:  # noqa: BLE001 - then the jobs are recovered as without one
+            log.exception("could not look for the workers of %d running jobs", len(wanted))
+            return set()
         with self._lock:
-            if not self.store.set_owner(job.job_id, self.owner, expect=job.owner):
-                found.interrupt()  # another server took it over first
-                return True
-            self._running[job.job_id] = _Running(job.job_id, kind, found)
-        log.info("%s job %s: watching its running worker again", kind.name, job.job_id)
-        return True
+            for item in wanted:
+                handle = found.get(item.job.job_id)
+                if handle is None or isinstance(handle, Watched):
+                    continue
+                job = item.job
+                if not self.store.set_owner(job.job_id, self.owner, expect=job.owner):
+                    handle.interrupt()  # another server took it over first
+                    continue
+                self._running[job.job_id] = _Running(job.job_id, item.kind, handle)
+                log.info("%s job %s: watching its running worker again", job.kind, job.job_id)
+        return set(found)
 
     def _adopt(self) -> None:
         """Running jobs whose server is gone but whose worker lives on: watch them."""
-        for job in self.store.of_kind(states=[RUNNING]):
-            kind = self.kinds.get(job.kind)
-            if kind is None or job.job_id in self._running or job.owner == self.owner:
-                continue
-            if _alive_elsewhere(job.owner, self.owner):
-                continue  # its live server on this host watches it
-            if kind.executor == "process":  # a stop request is enforced once watched
-                self._attach(job, kind, owner_dead=_owner_dead(job.owner, self.owner))
+        self._attach(
+            [
+                job
+                for job in self.store.of_kind(states=[RUNNING])
+                if job.kind in self.kinds
+                and job.job_id not in self._running
+                and job.owner != self.owner
+                and not _alive_elsewhere(job.owner, self.owner)  # watched by its live server
+            ]
+        )  # a stop request is enforced once watched
 
     def _lost(self, run: _Running, lost: WorkerLost) -> None:
         """A worker whose node died: queued again to start elsewhere, or failed."""
@@ -262,7 +280,7 @@ class JobRunner:
             if kind is None or self._closing.is_set():
                 continue
             if job.stop_requested_at is not None:
-                self._end(job.job_id, STOPPED, None, expect=[QUEUED])
+                self._end(job.job_id, STOPPED, None, expect=[QUEUED], discard=True)
                 continue
             busy = sum(1 for r in self._running.values() if r.kind.name == kind.name)
             if busy >= kind.max_running or (job.lock_key and job.lock_key in locks):
@@ -280,7 +298,10 @@ class JobRunner:
                     log.warning("%s job %s: not started: %s", kind.name, job.job_id, exc)
                 else:
                     log.exception("%s job %s: launch failed", kind.name, job.job_id)
-                self._end(job.job_id, FAILED, f"The job could not be started: {exc}", [RUNNING])
+                self._end(
+                    job.job_id, FAILED, f"The job could not be started: {exc}", [RUNNING],
+                    discard=True,  # a worker handed back while it was queued, if any
+                )  # fmt: skip
 
     def _launch(self, job: JobRow, kind: JobKind) -> None:
         if kind.executor == "process":
@@ -324,12 +345,13 @@ class JobRunner:
             return run.process.poll() is not None
         return run.thread is None or not run.thread.is_alive()
 
-    def _copy_progress(self, job_id: str, run: _Running | None = None) -> None:
+    def _copy_progress(self, job_id: str) -> None:
         job = self.store.get(job_id)
         if job is None or not job.work_dir:
             return
-        progress = files.read_json(Path(job.work_dir) / files.PROGRESS)
-        node = getattr(run.process, "node", None) if run is not None else None
+        work = Path(job.work_dir)
+        progress = files.read_json(work / files.PROGRESS)
+        node = files.read_json(work / files.NODE)
         if progress and node:
             progress["node"] = node  # a worker on another machine: which one
         if progress:
@@ -345,7 +367,7 @@ class JobRunner:
         if run.kind.executor == "process":
             if run.process is not None:
                 run.process.release()
-            self._copy_progress(run.job_id, run)
+            self._copy_progress(run.job_id)
             work = Path(job.work_dir or ".")
             result = files.read_json(work / files.RESULT)
             error = files.read_json(work / files.ERROR)
@@ -377,13 +399,23 @@ class JobRunner:
         else:
             self._end(job.job_id, STOPPED, None)
 
-    def _end(self, job_id: str, state: str, message: str | None, expect: Any = (RUNNING,)) -> None:
+    def _end(
+        self,
+        job_id: str,
+        state: str,
+        message: str | None,
+        expect: Any = (RUNNING,),
+        discard: bool = False,
+    ) -> None:
+        """``discard``: the job ends while no handle here watches its worker, which may
+        live on all the same (a stop while nobody watched, a worker a closing server
+        handed back): the launcher ends it. A watched worker was released already."""
         if not self.store.transition(job_id, state, expect, failure_message=message):
             return
         job = self.store.get(job_id)
         kind = self.kinds.get(job.kind) if job else None
-        if kind is not None and kind.executor == "process" and self.launcher.adopts:
-            try:  # a worker that outlived its server (a stop while nobody watched) ends too
+        if discard and kind is not None and kind.executor == "process" and self.launcher.adopts:
+            try:
                 self.launcher.discard(job_id)
             except Exception:  # noqa: BLE001
                 log.exception("job %s: discarding its worker failed", job_id)

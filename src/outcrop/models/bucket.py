@@ -250,10 +250,13 @@ def _why(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def publish_target(bucket: ModelBucket | None, folder: str, model_id: str) -> dict[str, Any] | None:
-    """What a job's spec carries so that the node running its worker (a Ray actor on a
-    training node, whose disk the API replica cannot read) pushes the model file itself;
-    None without a bucket."""
+def publish_target(
+    bucket: ModelBucket | None, folder: str, model_id: str, data_dir: Path | None = None
+) -> dict[str, Any] | None:
+    """What a job's spec carries so that the worker, wherever it runs (a child process, a
+    Ray actor on a training node whose disk the API replica cannot read), pushes the model
+    file itself; None without a bucket. A file under ``data_dir`` gets a sidecar (one
+    elsewhere, an import that references an Ollama blob, is left as it is)."""
     if bucket is None:
         return None
     return {
@@ -262,6 +265,7 @@ def publish_target(bucket: ModelBucket | None, folder: str, model_id: str) -> di
         "endpoint_url": bucket.endpoint_url,
         "folder": folder,
         "model_id": model_id,
+        "data_dir": str(data_dir) if data_dir is not None else None,
     }
 
 
@@ -275,5 +279,7 @@ def push_result(result: dict[str, Any], target: dict[str, Any] | None) -> dict[s
     bucket = ModelBucket(target["bucket"], target.get("prefix") or "", target.get("endpoint_url"))
     key = bucket.key(target["folder"], target["model_id"], local.name)
     digest = bucket.push(local, key)
-    remember_checksum(local, digest)  # a server sharing this disk checks it by a stat
+    root = target.get("data_dir")
+    if root is None or local.resolve().is_relative_to(Path(root).resolve()):
+        remember_checksum(local, digest)  # a server sharing this disk checks it by a stat
     return {**result, "bucket_key": key, "sha256": digest}

@@ -3,9 +3,11 @@ resource, watched by whichever API replica's JobRunner owns it.
 
 The actor (``outcrop-job-<jobId>`` in the ``outcrop`` namespace) receives the job's input
 files as bytes, writes them into a work dir on its own node and runs the same worker
-module there (``python -m MODULE WORK_DIR``). The runner polls it: the exit code plus
-what the worker reported (progress, result, error, the kind's small logs) is written
-into the job's local work dir, so the runner settles it exactly as a local worker.
+module there (``python -m MODULE WORK_DIR``; with ``--model-bucket`` the worker pushes
+its model file from there, as a local one does). The runner polls it: the exit code plus
+what the worker reported (progress, result, error, the kind's small logs, and the node in
+``node.json``) is written into the job's local work dir, so the runner settles it exactly
+as a local worker.
 
 Detached, so it outlives the API replica that started it: a replica starting after its
 predecessor died re-attaches by name instead of starting the job again, and a replica
@@ -27,15 +29,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from outcrop.jobs import files
 from outcrop.jobs.kinds import JobKind
-from outcrop.jobs.launch import WATCHED_ELSEWHERE, Watched, WorkerLost
+from outcrop.jobs.launch import WATCHED_ELSEWHERE, Unwatched, Watched, WorkerLost
 from outcrop.jobs.records import JobRow
-from outcrop.models.bucket import push_result
 
 log = logging.getLogger("outcrop.scale")
 
@@ -118,16 +119,6 @@ def apply_report(report: Mapping[str, Any], work: Path) -> None:
         os.replace(tmp, work / name)
 
 
-def publish(result: dict[str, Any], work_dir: Path) -> dict[str, Any]:
-    """Where a finished job's model file leaves the training node: with ``--model-bucket``
-    the service put a push target in the job's spec, and the file goes to the bucket from
-    here (``bucket_key`` and ``sha256`` join the result; any node then pulls it). Without
-    one, the result's local path must be where the servers read it (one machine, or a
-    shared data dir)."""
-    spec = files.read_json(work_dir / files.SPEC) or {}
-    return push_result(result, spec.get("publish"))
-
-
 def this_node() -> dict[str, Any]:
     """The Ray node this process runs on: its ID, host name and address."""
     import ray
@@ -165,13 +156,13 @@ class JobActor:
         self.watcher: str | None = owner
         self.last_poll = time.monotonic()
         self.sent: dict[str, tuple[int, int]] = {}
-        self.published = False
         self.failure: str | None = None
         self.process: subprocess.Popen | None = None
         self.mark = f"{self.node['id']}:{os.getpid()}:{time.time_ns()}"
         try:
             self.work.mkdir(parents=True, exist_ok=True)
             (self.work / MARK).write_text(self.mark)
+            files.write_json(self.work / files.NODE, self.node)
             for stale in (files.RESULT, files.ERROR):
                 (self.work / stale).unlink(missing_ok=True)
             for name, data in inputs.items():
@@ -230,12 +221,13 @@ class JobActor:
         if self.failure is not None:
             return {
                 "exit_code": -1, "node": self.node, "work_dir": str(self.work), "mark": None,
-                "json": {files.RESULT: None, files.ERROR: {"message": self.failure}},
+                "json": {
+                    files.RESULT: None, files.ERROR: {"message": self.failure},
+                    files.NODE: self.node,
+                },
                 "text": {},
             }  # fmt: skip
         code = self.process.poll() if self.process is not None else -1
-        if code == 0 and not self.published:
-            self._publish()
         report: dict[str, Any] = {
             "exit_code": code,  # read before the files: once set, they are final
             "node": self.node,
@@ -243,7 +235,7 @@ class JobActor:
             "mark": self.mark,
             "json": {
                 name: files.read_json(self.work / name)
-                for name in (files.PROGRESS, files.RESULT, files.ERROR)
+                for name in (files.PROGRESS, files.RESULT, files.ERROR, files.NODE)
             },
             "text": {},
         }
@@ -252,20 +244,6 @@ class JobActor:
             if text is not None:
                 report["text"][name] = text
         return report
-
-    def _publish(self) -> None:
-        self.published = True
-        result = files.read_json(self.work / files.RESULT)
-        if result is None:
-            return
-        try:
-            files.write_json(self.work / files.RESULT, publish(result, self.work))
-        except Exception as exc:  # noqa: BLE001 - the job fails with the reason
-            (self.work / files.RESULT).unlink(missing_ok=True)
-            files.write_json(
-                self.work / files.ERROR,
-                {"message": f"The job's model could not be published from its node: {exc}"},
-            )
 
     def _changed(self, name: str) -> str | None:
         path = self.work / name
@@ -401,6 +379,7 @@ class RayJobLauncher:
         self.resources = dict(DEFAULT_JOB_RESOURCES if resources is None else resources)
         self.work_root = Path(work_root) if work_root else None
         self.namespace = namespace
+        self._claims: dict[str, Any] = {}  # job ID -> a claim an unscheduled actor holds
 
     def demand(self, kind: JobKind) -> dict[str, float]:
         return {"CPU": float(kind.threads), **self.resources}
@@ -423,7 +402,7 @@ class RayJobLauncher:
                 f"ray start --resources='{json.dumps(self.resources)}'"
             )
         inputs = gather_inputs(work, kind.inputs)
-        for stale in (files.RESULT, files.ERROR):
+        for stale in (files.RESULT, files.ERROR, files.NODE):  # NODE: a lost node's
             (work / stale).unlink(missing_ok=True)
         actor = (
             _remote_actor()
@@ -437,29 +416,58 @@ class RayJobLauncher:
         )  # fmt: skip
         return RayJobRun(actor, work, owner, self, demand)
 
-    def attach(
-        self, job: JobRow, kind: JobKind, work: Path, owner: str, *, owner_dead: bool
-    ) -> RayJobRun | Watched | None:
+    def attach(self, jobs: Sequence[Unwatched], owner: str) -> dict[str, RayJobRun | Watched]:
+        """One round for all ``jobs``: which job actors exist (one listing), then every
+        claim at once and one wait. An actor still waiting for a node does not answer
+        yet: its claim is kept and read in a later round, not sent again."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import RayActorError
 
-        try:
-            actor = ray.get_actor(actor_name(job.job_id), namespace=self.namespace)
-        except ValueError:
-            return None
-        try:
-            claimed = ray.get(actor.claim.remote(owner, owner_dead), timeout=CALL_TIMEOUT_S)
-        except GetTimeoutError:
-            return WATCHED_ELSEWHERE  # still waiting for a node: looked at again later
-        except RayActorError:
-            return None
-        if not claimed:
-            return WATCHED_ELSEWHERE
-        return RayJobRun(actor, work, owner, self, self.demand(kind))
+        named = {
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a.get("namespace") == self.namespace
+        }
+        wanted = {item.job.job_id for item in jobs}
+        self._claims = {k: ref for k, ref in self._claims.items() if k in wanted}
+        asked: dict[str, tuple[Unwatched, Any, Any]] = {}
+        for item in jobs:
+            job_id = item.job.job_id
+            if actor_name(job_id) not in named:
+                self._claims.pop(job_id, None)
+                continue
+            try:
+                actor = ray.get_actor(actor_name(job_id), namespace=self.namespace)
+            except ValueError:  # gone since the listing
+                continue
+            ref = self._claims.pop(job_id, None) or actor.claim.remote(owner, item.owner_dead)
+            asked[job_id] = (item, actor, ref)
+        if not asked:
+            return {}
+        refs = [ref for _, _, ref in asked.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=CALL_TIMEOUT_S)
+        done = set(ready)
+        found: dict[str, RayJobRun | Watched] = {}
+        for job_id, (item, actor, ref) in asked.items():
+            if ref not in done:
+                self._claims[job_id] = ref  # still waiting for a node: looked at later
+                found[job_id] = WATCHED_ELSEWHERE
+                continue
+            try:
+                claimed = ray.get(ref)
+            except RayActorError:
+                continue  # died: the job is recovered as without one
+            found[job_id] = (
+                RayJobRun(actor, item.work, owner, self, self.demand(item.kind))
+                if claimed
+                else WATCHED_ELSEWHERE
+            )
+        return found
 
     def discard(self, job_id: str) -> None:
         import ray
 
+        self._claims.pop(job_id, None)
         try:
             actor = ray.get_actor(actor_name(job_id), namespace=self.namespace)
         except ValueError:

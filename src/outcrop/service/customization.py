@@ -152,10 +152,7 @@ class CustomizationService:
         record = self.db.job_by_id(row.job_id)
         if record is None:
             return
-        kept = keep_model_file(
-            result, self.bucket, CUSTOM_MODELS, record.model_id, self.data_dir,
-            "the training worker",
-        )  # fmt: skip
+        kept = keep_model_file(result, self.bucket, self.data_dir, "the training worker")
         job = self.db.update_job(
             row.job_id,
             training_loss=result.get("training_loss"),
@@ -266,8 +263,8 @@ class CustomizationService:
             "cache_root": str(self.data_dir / "cache" / "hf"),
             "model_path": str(self.models_dir / model_id / "model.gguf"),
             "threads": self.training_threads,
-            # A worker on another node (Ray) pushes the model file to the bucket itself.
-            "publish": publish_target(self.bucket, CUSTOM_MODELS, model_id),
+            # The worker pushes the model file to the bucket itself, wherever it runs.
+            "publish": publish_target(self.bucket, CUSTOM_MODELS, model_id, self.data_dir),
         }
         job_files.write_json(work / job_files.SPEC, spec)
         now = time.time()

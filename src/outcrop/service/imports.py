@@ -228,8 +228,8 @@ class ImportService:
             "source_sha256": source_sha256, "s3_endpoint_url": self.s3_endpoint_url,
             "data_dir": str(self.data_dir), "weight_format": fmt,
             "model_dir": str(self.models_dir / model_id), "threads": self.threads,
-            # A worker on another node (Ray) pushes the model file to the bucket itself.
-            "publish": publish_target(self.bucket, IMPORTED_MODELS, model_id),
+            # The worker pushes the model file to the bucket itself, wherever it runs.
+            "publish": publish_target(self.bucket, IMPORTED_MODELS, model_id, self.data_dir),
         })  # fmt: skip
         with self.db.session() as s:
             self.states.add(s, job_id, KIND, work_dir=str(work), progress={"phase": "queued"})
@@ -346,9 +346,7 @@ class ImportService:
         job = self.db.job_by_id(row.job_id)
         if job is None:
             raise job_files.JobFailure("the import job's record is gone")
-        kept = keep_model_file(
-            result, self.bucket, IMPORTED_MODELS, job.model_id, self.data_dir, "the import"
-        )
+        kept = keep_model_file(result, self.bucket, self.data_dir, "the import")
         conversion = result.get("conversion")
         weights = dict(result.get("weights") or {})
         if conversion:
@@ -529,6 +527,7 @@ class ImportService:
         the runner would. If a server's runner took it first, follow it there instead."""
         from outcrop.imports.layout import ImportFailure
         from outcrop.imports.work import run_import
+        from outcrop.jobs.publish import publish
 
         job = self._job(job_arn)
         owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -544,7 +543,7 @@ class ImportService:
 
         message: str | None = None
         try:
-            result = run_import(work, progress)
+            result = publish(run_import(work, progress), work)  # as the worker does
         except ImportFailure as exc:
             message = str(exc)
         except KeyboardInterrupt:

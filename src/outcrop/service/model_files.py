@@ -1,9 +1,9 @@
 """Where a finished job's model file is kept: on this node, or also in the model bucket.
 
 Customization and import jobs report their model file in their result: a local ``path``
-(this node made it: pushed here when ``--model-bucket`` is set), or ``bucket_key`` and
-``sha256`` too (a worker elsewhere, a Ray actor on a training node, pushed it already:
-recorded as is, pulled by whichever node serves it).
+(no ``--model-bucket``), or ``bucket_key`` and ``sha256`` too (with one, the worker pushed
+the file from the machine that made it, :mod:`outcrop.jobs.publish`: recorded as is,
+pulled by whichever node serves it). Nothing is uploaded here, on the runner's thread.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from outcrop.jobs.files import JobFailure
 from outcrop.models.bucket import (
     SHA256,
     ModelBucket,
-    ModelBucketError,
     cache_path,
     forget,
-    remember_checksum,
     verified,
 )
 
@@ -35,16 +33,10 @@ class KeptFile:
 
 
 def keep_model_file(
-    result: dict[str, Any],
-    bucket: ModelBucket | None,
-    folder: str,
-    model_id: str,
-    data_dir: Path,
-    what: str,
+    result: dict[str, Any], bucket: ModelBucket | None, data_dir: Path, what: str
 ) -> KeptFile:
     """What to record for the model file ``result`` names; JobFailure if it cannot be
-    kept. Pushed to ``<prefix>/<folder>/<model_id>/<file name>``; ``what`` names the
-    worker in errors."""
+    kept. ``what`` names the worker in errors."""
     path, key, sha = result.get("path"), result.get("bucket_key"), result.get("sha256")
     if key is not None or sha is not None:
         if (
@@ -63,19 +55,12 @@ def keep_model_file(
         return KeptFile(str(path) if path else None, key, sha)
     if not path or not Path(str(path)).is_file():
         raise JobFailure(f"{what} reported a model file that is missing")
-    local = Path(str(path))
-    if bucket is None:
-        return KeptFile(str(local))
-    key = bucket.key(folder, model_id, local.name)
-    try:
-        sha = bucket.push(local, key)
-    except ModelBucketError as exc:
-        raise JobFailure(str(exc)) from None
-    # This node serves its own copy without hashing it again; a file outside the data
-    # dir (an import that references an Ollama blob) gets no sidecar next to it.
-    if _in(local, data_dir):
-        remember_checksum(local, sha)
-    return KeptFile(str(local), key, sha)
+    if bucket is not None:  # its spec had no push target: made before the bucket was set
+        raise JobFailure(
+            f"{what} did not push its model file to the model bucket {bucket.uri}; "
+            "start the job again"
+        )
+    return KeptFile(str(path))
 
 
 def _in(path: Path, data_dir: Path) -> bool:

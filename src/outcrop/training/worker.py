@@ -5,7 +5,8 @@ the GGUF and reports through the files :mod:`outcrop.jobs.files` names:
 
 * ``progress.json`` — phase, epoch, step, loss, tokens/s (replaced atomically)
 * ``checkpoint.pt`` — after every epoch; a restarted worker resumes from it
-* ``result.json`` — written last, after the GGUF is complete and loads in llama.cpp
+* ``result.json`` — written last, after the GGUF is complete, loads in llama.cpp and
+  (with ``--model-bucket``) was pushed to the bucket from here
 * ``error.json`` — a failure the user can act on (``message`` is the job's failureMessage)
 
 It dies with its parent (``PR_SET_PDEATHSIG``), so a killed server leaves no orphan
@@ -25,12 +26,12 @@ from typing import Any
 from outcrop.jobs.files import (
     ERROR,
     PROGRESS,
-    RESULT,
     SPEC,
     JobFailure,
     die_with_parent,
     write_json,
 )
+from outcrop.jobs.publish import finish
 from outcrop.locations import Location, write_output
 
 CHECKPOINT = "checkpoint.pt"
@@ -208,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         write_json(job_dir / ERROR, {"message": f"Training failed: {type(exc).__name__}: {exc}"})
         return 1
-    write_json(job_dir / RESULT, result)
-    return 0
+    return finish(job_dir, result)  # its model file pushed first, with a bucket
 
 
 if __name__ == "__main__":
