@@ -35,18 +35,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from outcrop.scale.node_env import apply_node_env  # imports no Ray
+from outcrop.scale.node_env import apply_node_env, colocated_env  # imports no Ray
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 SMOL = "huggingface.smollm2-135m-instruct-v1:0"
-RAY_TMP = Path(tempfile.mkdtemp(prefix="outcrop-bench-ray-"))
+RAY_TMP = Path(tempfile.mkdtemp(prefix="obench-ray-"))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ["RAY_TMPDIR"] = str(RAY_TMP)
 os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 apply_node_env()  # HAProxy, direct gRPC, niceness 0: as the README's `ray start` lines
-# An API replica replaced by a redeploy waits 30 s by default for HAProxy to forget it;
-# here no one needs it, and "deploy -> RUNNING" should time the engine replicas.
-os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+# HAProxy's files in the temp dir, free stats/metrics ports, and API replicas replaced by a
+# redeploy that stop at once: "deploy -> RUNNING" then times the engine replicas.
+os.environ.update(colocated_env(RAY_TMP / "h", _free_port(), _free_port()))
 (RAY_TMP / "ray").mkdir(exist_ok=True)
 
 from outcrop.bench.client import BedrockClient, converse_body, run_load  # noqa: E402
@@ -171,14 +180,6 @@ def ray_cluster(root: Path, models: Path, args: argparse.Namespace):  # noqa: AN
             ray.shutdown()
         cluster.shutdown()
         shutil.rmtree(RAY_TMP, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:

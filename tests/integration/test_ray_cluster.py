@@ -24,7 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from outcrop.scale.node_env import apply_node_env
+from outcrop.scale.node_env import apply_node_env, colocated_env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 # Before Ray is imported: nodes on 127.0.0.1 (not the host's routable address), and a
 # proxy that spreads requests over every node's replicas.
@@ -34,9 +43,9 @@ os.environ["RAY_TMPDIR"] = str(_RAY_TMP)
 os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 apply_node_env()  # HAProxy, direct gRPC, niceness 0: as the README's `ray start` lines
-# An API replica that stops waits this long for HAProxy to forget it (30 s by default);
-# redeploying and tearing down the application here need not.
-os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
+# HAProxy's files in the temp dir (teardown finds its process), free stats/metrics ports,
+# API replicas that stop at once.
+os.environ.update(colocated_env(_RAY_TMP / "h", _free_port(), _free_port()))
 (_RAY_TMP / "ray").mkdir(exist_ok=True)
 JOB_NODE_DIR = _RAY_TMP / "training-node"
 """The job actors' work dirs: not the API's data dir, so the job's files must travel (and

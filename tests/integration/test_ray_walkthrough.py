@@ -52,6 +52,7 @@ psutil = pytest.importorskip("psutil")
 
 from botocore.config import Config  # noqa: E402
 
+from outcrop.scale.node_env import colocated_env  # noqa: E402
 from tests.conftest import REGION, SMOL, TEST_KEY, TEST_SECRET, make_data_dir  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -188,16 +189,9 @@ class Walkthrough:
         env.update(exports)
         env.update(
             HOME=str(home), RAY_TMPDIR=str(self.ray_tmp), RAY_USAGE_STATS_ENABLED="0",
-            RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="1",
-            RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(hap / "haproxy.cfg"),
-            RAY_SERVE_HAPROXY_SOCKET_PATH=str(hap / "admin.sock"),
-            RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(hap),
-            RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(hap / "server-state"),
-            RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(hap / "metrics.sock"),
-            RAY_SERVE_HAPROXY_STATS_PORT=str(ports["stats"]),
-            RAY_SERVE_HAPROXY_METRICS_PORT=str(ports["metrics"]),
             PYTHONUNBUFFERED="1",
         )  # fmt: skip
+        env.update(colocated_env(hap, ports["stats"], ports["metrics"]))
         if node != "head":
             env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(ports["http"])
         return env

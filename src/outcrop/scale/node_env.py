@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 log = logging.getLogger("outcrop.scale")
 
@@ -52,3 +53,26 @@ def check_node_env() -> list[str]:
             export_lines(),
         )
     return missing
+
+
+def colocated_env(root: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
+    """Serve settings for a Ray cluster that shares its machine with others (tests,
+    benchmarks): HAProxy's files under ``root`` instead of /tmp/haproxy-serve, its stats
+    and metrics ports free ones instead of 8404 and 9101, and API replicas that stop at
+    once (no load balancer outside needs 30 s to forget them).
+
+    Serve puts each node's sockets at ``root/<56-char node id>/``, and HAProxy takes socket
+    paths of at most 97 characters: ``root`` must be short."""
+    longest = len(str(root)) + 1 + 56 + len("/m.sock")
+    if longest > 97:
+        raise ValueError(f"HAProxy's socket paths under {root} would be too long ({longest} > 97)")
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(root / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(root / "a.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(root),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(root / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(root / "m.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    }
