@@ -95,6 +95,15 @@ class Live:
                           max_pool_connections=64),
         )  # fmt: skip
 
+    def bedrock(self):
+        import boto3
+
+        return boto3.client(
+            "bedrock", endpoint_url=self.url, region_name=REGION,
+            aws_access_key_id=TEST_KEY, aws_secret_access_key=TEST_SECRET,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        )  # fmt: skip
+
     def ask(self, method: str, deployment: str | None = None, model_id: str | None = None):
         """A deployment's method called from the test (SmolLM2's engine by default). Serve's
         router runs on the caller's event loop in throughput-optimized mode, so handles are
@@ -249,18 +258,12 @@ def _customize(live, tmp_path, name: str, rows: int = 16, epochs: int = 1):
     """A bedrock client and the ARN of a new customization job of SmolLM2."""
     import json
 
-    import boto3
-
     tmp_path.mkdir(parents=True, exist_ok=True)
 
     data = [{"prompt": "What is outcrop's mascot?", "completion": "A purple armadillo."}] * rows
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in data))
-    bedrock = boto3.client(
-        "bedrock", endpoint_url=live.url, region_name=REGION,
-        aws_access_key_id=TEST_KEY, aws_secret_access_key=TEST_SECRET,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
-    )  # fmt: skip
+    bedrock = live.bedrock()
     arn = bedrock.create_model_customization_job(
         jobName=f"{name}-job", customModelName=f"{name}-model",
         roleArn="arn:aws:iam::000000000000:role/outcrop-test", baseModelIdentifier=SMOL,
@@ -353,7 +356,6 @@ def test_a_gguf_import_runs_on_the_training_node_and_its_model_serves(live):
     """CreateModelImportJob is a process job like customization: its worker runs in a
     detached actor on the training node, fetches the GGUF from S3, pushes the model file
     to the bucket, and the pool serves the imported model's ARN."""
-    import boto3
 
     from outcrop.models.catalog import Catalog
     from outcrop.models.store import ModelStore
@@ -363,11 +365,7 @@ def test_a_gguf_import_runs_on_the_training_node_and_its_model_serves(live):
     gguf = ModelStore(models_data_dir(), weight_format="auto").path(Catalog().get(SMOL))
     assert gguf is not None, "conftest pulls SmolLM2 first"
     live.s3.upload_file(str(gguf), "models", "sources/smol/model.gguf")
-    bedrock = boto3.client(
-        "bedrock", endpoint_url=live.url, region_name=REGION,
-        aws_access_key_id=TEST_KEY, aws_secret_access_key=TEST_SECRET,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
-    )  # fmt: skip
+    bedrock = live.bedrock()
     arn = bedrock.create_model_import_job(
         jobName="ray-import-job", importedModelName="ray-import",
         roleArn="arn:aws:iam::000000000000:role/outcrop-test",
