@@ -33,7 +33,7 @@ def finish(job_dir: Path, result: dict[str, Any]) -> int:
     try:
         result = publish(result, job_dir)
     except Exception as exc:  # noqa: BLE001 - the job fails with the reason
-        (job_dir / RESULT).unlink(missing_ok=True)  # a resumable import wrote it already
+        (job_dir / RESULT).unlink(missing_ok=True)  # one an earlier run of the job left
         write_json(job_dir / ERROR, {"message": f"The job's model could not be published: {exc}"})
         return 2
     write_json(job_dir / RESULT, result)

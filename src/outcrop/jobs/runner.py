@@ -191,14 +191,9 @@ class JobRunner:
         recovering them, all in one round; the IDs of those that have one (watched here
         now, or by another live server)."""
         wanted = [
-            Unwatched(
-                job,
-                self.kinds[job.kind],
-                Path(job.work_dir or "."),
-                owner_dead=_owner_dead(job.owner, self.owner),
-            )
+            Unwatched(job, kind, Path(job.work_dir or "."), _owner_dead(job.owner, self.owner))
             for job in jobs
-            if self.kinds[job.kind].executor == "process"
+            if (kind := self.kinds[job.kind]).executor == "process"
         ]
         if not wanted or not self.launcher.adopts:
             return set()
